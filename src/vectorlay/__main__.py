@@ -1,0 +1,3 @@
+from vectorlay.app.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The application: the agent service, the reference control plane, the CLI."""

@@ -1,0 +1,326 @@
+"""``vectorlay-agent``: parse flags and environment, configure logging, run.
+
+Every setting is a flag and an environment variable; the flag wins.  Tokens
+are read from files or the environment, never from argv (argv is
+world-readable in ``/proc``).  Exit status: 0 success/ready, 1 failure or
+degraded, 2 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import NoReturn, TypeVar
+
+from vectorlay import __version__
+from vectorlay.app import logs
+from vectorlay.app.settings import (
+    DEFAULT_CP_DB,
+    DEFAULT_CP_LISTEN,
+    DEFAULT_DATA_PATH,
+    DEFAULT_OCI_RUNTIME,
+    DEFAULT_STATE_DIR,
+    DEFAULT_STOP_TIMEOUT,
+    AgentSettings,
+    CheckSettings,
+    ControlPlaneSettings,
+    LogSettings,
+)
+from vectorlay.domain.heartbeat import (
+    DEFAULT_HEARTBEAT_INTERVAL,
+    DEFAULT_OFFLINE_AFTER,
+    DEFAULT_RECONNECT_DELAY,
+)
+
+PROG = "vectorlay-agent"
+EXIT_USAGE = 2
+BACKENDS = ("asyncio", "trio")
+LOG_FORMATS = ("text", "json")
+
+T = TypeVar("T")
+
+
+class UsageError(Exception):
+    """A flag or environment value that cannot be used; one line for the operator."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Node agent of the vectorlay GPU cloud.",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    check = sub.add_parser("check", help="probe this host (hardware, GPUs, dependencies)")
+    check.add_argument("--json", action="store_true", help="print one JSON object")
+    check.add_argument("--data-path", metavar="DIR", help="VECTORLAY_DATA_PATH; default /data")
+    check.add_argument("--nerdctl", metavar="PATH", help="VECTORLAY_NERDCTL; default from PATH")
+    _common(check)
+
+    run = sub.add_parser("run", help="run the agent daemon")
+    run.add_argument("--control-plane", metavar="URL", help="VECTORLAY_CONTROL_PLANE_URL")
+    run.add_argument(
+        "--token-file", metavar="PATH", help="file holding the org token (or VECTORLAY_ORG_TOKEN)"
+    )
+    run.add_argument("--state-dir", metavar="DIR", help="VECTORLAY_STATE_DIR")
+    run.add_argument("--data-path", metavar="DIR", help="VECTORLAY_DATA_PATH")
+    run.add_argument("--heartbeat-interval", metavar="S", help="VECTORLAY_HEARTBEAT_INTERVAL")
+    run.add_argument("--reconnect-delay", metavar="S", help="VECTORLAY_RECONNECT_DELAY")
+    run.add_argument("--oci-runtime", metavar="NAME", help="VECTORLAY_OCI_RUNTIME")
+    run.add_argument("--nerdctl", metavar="PATH", help="VECTORLAY_NERDCTL")
+    run.add_argument("--ca-file", metavar="PATH", help="VECTORLAY_CA_FILE")
+    run.add_argument("--insecure", action="store_true", help="allow ws:// to a non-loopback host")
+    run.add_argument("--stop-timeout", metavar="S", help="VECTORLAY_STOP_TIMEOUT")
+    _common(run)
+
+    cp = sub.add_parser("control-plane", help="run the reference control plane")
+    cp.add_argument("--listen", metavar="HOST:PORT", help="VECTORLAY_CP_LISTEN")
+    cp.add_argument("--db", metavar="PATH", help="VECTORLAY_CP_DB")
+    cp.add_argument("--org-token-file", metavar="PATH", help="or VECTORLAY_CP_ORG_TOKENS")
+    cp.add_argument("--admin-token-file", metavar="PATH", help="or VECTORLAY_CP_ADMIN_TOKEN")
+    cp.add_argument("--offline-after", metavar="S", help="VECTORLAY_CP_OFFLINE_AFTER")
+    _common(cp)
+    return parser
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", metavar="asyncio|trio", help="VECTORLAY_BACKEND")
+    p.add_argument("--log-format", metavar="text|json", help="VECTORLAY_LOG_FORMAT")
+    p.add_argument("--log-level", metavar="LEVEL", help="VECTORLAY_LOG_LEVEL")
+
+
+# --- value resolution ----------------------------------------------------------
+
+
+def _pick(flag: str | None, env: Mapping[str, str], var: str | None) -> tuple[str | None, str]:
+    """The flag's value, else the environment's, with the name to blame."""
+    if flag is not None:
+        return flag, f"--{_flag_name(var)}" if var else "flag"
+    if var is not None and env.get(var, "") != "":
+        return env[var], var
+    return None, ""
+
+
+def _flag_name(var: str) -> str:
+    return var.removeprefix("VECTORLAY_").removeprefix("CP_").lower().replace("_", "-")
+
+
+def _value(
+    flag: str | None,
+    env: Mapping[str, str],
+    var: str,
+    default: T,
+    convert: Callable[[str, str], T],
+) -> T:
+    raw, where = _pick(flag, env, var)
+    if raw is None:
+        return default
+    return convert(raw, where)
+
+
+def _positive_float(raw: str, where: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise UsageError(f"{where}: expected a number of seconds, got {raw[:40]!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise UsageError(f"{where}: expected a number of seconds > 0, got {raw[:40]!r}")
+    return value
+
+
+def _nonneg_float(raw: str, where: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise UsageError(f"{where}: expected a number of seconds, got {raw[:40]!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise UsageError(f"{where}: expected a number of seconds >= 0, got {raw[:40]!r}")
+    return value
+
+
+def _choice(choices: Sequence[str]) -> Callable[[str, str], str]:
+    def convert(raw: str, where: str) -> str:
+        value = raw.strip().lower()
+        if value not in choices:
+            raise UsageError(f"{where}: expected one of {', '.join(choices)}, got {raw[:40]!r}")
+        return value
+
+    return convert
+
+
+def _path(raw: str, _where: str) -> Path:
+    return Path(raw)
+
+
+def _text(raw: str, _where: str) -> str:
+    return raw
+
+
+def _read_secret_file(path: str, where: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise UsageError(f"{where}: cannot read token file {path}: {reason}") from None
+
+
+def _log_settings(args: argparse.Namespace, env: Mapping[str, str]) -> LogSettings:
+    return LogSettings(
+        format=_value(args.log_format, env, "VECTORLAY_LOG_FORMAT", "text", _choice(LOG_FORMATS)),
+        level=_value(
+            args.log_level, env, "VECTORLAY_LOG_LEVEL", "info", _choice(logs.level_names())
+        ),
+    )
+
+
+def _backend(args: argparse.Namespace, env: Mapping[str, str]) -> str:
+    return _value(args.backend, env, "VECTORLAY_BACKEND", "asyncio", _choice(BACKENDS))
+
+
+def check_settings(args: argparse.Namespace, env: Mapping[str, str]) -> CheckSettings:
+    return CheckSettings(
+        json=bool(args.json),
+        data_path=_value(args.data_path, env, "VECTORLAY_DATA_PATH", DEFAULT_DATA_PATH, _path),
+        nerdctl=_value(args.nerdctl, env, "VECTORLAY_NERDCTL", "nerdctl", _text),
+        backend=_backend(args, env),
+        log=_log_settings(args, env),
+    )
+
+
+def agent_settings(args: argparse.Namespace, env: Mapping[str, str]) -> AgentSettings:
+    token: str | None = None
+    if args.token_file is not None:
+        token = _read_secret_file(args.token_file, "--token-file").strip()
+        if not token:
+            raise UsageError(f"--token-file: {args.token_file} is empty")
+    elif env.get("VECTORLAY_ORG_TOKEN", "").strip():
+        token = env["VECTORLAY_ORG_TOKEN"].strip()
+    ca_file = _value(args.ca_file, env, "VECTORLAY_CA_FILE", None, _path)
+    if ca_file is not None and not ca_file.is_file():
+        raise UsageError(f"--ca-file: {ca_file} is not a readable file")
+    return AgentSettings(
+        control_plane_url=_value(
+            args.control_plane, env, "VECTORLAY_CONTROL_PLANE_URL", None, _text
+        ),
+        org_token=token,
+        state_dir=_value(args.state_dir, env, "VECTORLAY_STATE_DIR", DEFAULT_STATE_DIR, _path),
+        data_path=_value(args.data_path, env, "VECTORLAY_DATA_PATH", DEFAULT_DATA_PATH, _path),
+        heartbeat_interval=_value(
+            args.heartbeat_interval,
+            env,
+            "VECTORLAY_HEARTBEAT_INTERVAL",
+            DEFAULT_HEARTBEAT_INTERVAL,
+            _positive_float,
+        ),
+        reconnect_delay=_value(
+            args.reconnect_delay,
+            env,
+            "VECTORLAY_RECONNECT_DELAY",
+            DEFAULT_RECONNECT_DELAY,
+            _nonneg_float,
+        ),
+        oci_runtime=_value(
+            args.oci_runtime, env, "VECTORLAY_OCI_RUNTIME", DEFAULT_OCI_RUNTIME, _text
+        ),
+        nerdctl=_value(args.nerdctl, env, "VECTORLAY_NERDCTL", "nerdctl", _text),
+        ca_file=ca_file,
+        insecure=bool(args.insecure),
+        stop_timeout=_value(
+            args.stop_timeout,
+            env,
+            "VECTORLAY_STOP_TIMEOUT",
+            DEFAULT_STOP_TIMEOUT,
+            _nonneg_float,
+        ),
+        backend=_backend(args, env),
+        log=_log_settings(args, env),
+    )
+
+
+def _listen(raw: str, where: str) -> tuple[str, int]:
+    host, sep, port_text = raw.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise UsageError(f"{where}: expected HOST:PORT, got {raw[:60]!r}")
+    return host, int(port_text)
+
+
+def _token_lines(text: str) -> tuple[str, ...]:
+    return tuple(line.strip() for line in text.splitlines() if line.strip())
+
+
+def control_plane_settings(
+    args: argparse.Namespace, env: Mapping[str, str]
+) -> ControlPlaneSettings:
+    host, port = _value(args.listen, env, "VECTORLAY_CP_LISTEN", None, _listen) or _listen(
+        DEFAULT_CP_LISTEN, "default"
+    )
+    if args.org_token_file is not None:
+        org = _token_lines(_read_secret_file(args.org_token_file, "--org-token-file"))
+    else:
+        org = tuple(
+            t.strip() for t in env.get("VECTORLAY_CP_ORG_TOKENS", "").split(",") if t.strip()
+        )
+    if args.admin_token_file is not None:
+        lines = _token_lines(_read_secret_file(args.admin_token_file, "--admin-token-file"))
+        admin: str | None = lines[0] if lines else None
+    else:
+        admin = env.get("VECTORLAY_CP_ADMIN_TOKEN", "").strip() or None
+    return ControlPlaneSettings(
+        host=host,
+        port=port,
+        db=_value(args.db, env, "VECTORLAY_CP_DB", DEFAULT_CP_DB, _path),
+        org_tokens=org,
+        admin_token=admin,
+        offline_after=_value(
+            args.offline_after,
+            env,
+            "VECTORLAY_CP_OFFLINE_AFTER",
+            DEFAULT_OFFLINE_AFTER,
+            _positive_float,
+        ),
+        backend=_backend(args, env),
+        log=_log_settings(args, env),
+    )
+
+
+def _fail(message: str) -> NoReturn:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    raise SystemExit(EXIT_USAGE)
+
+
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    environ = os.environ if env is None else env
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        if args.command == "check":
+            check = check_settings(args, environ)
+            logs.configure(check.log.format, check.log.level)
+            from vectorlay.app.check import main as check_main
+
+            return check_main(check)
+        if args.command == "run":
+            agent = agent_settings(args, environ)
+            logs.configure(agent.log.format, agent.log.level)
+            from vectorlay.app.agent import main as agent_main
+
+            return agent_main(agent)
+        cp = control_plane_settings(args, environ)
+        logs.configure(cp.log.format, cp.log.level)
+        from vectorlay.app.controlplane import main as cp_main
+
+        return cp_main(cp)
+    except UsageError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        return 130

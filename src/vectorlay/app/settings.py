@@ -1,0 +1,67 @@
+"""Typed settings of each command, filled by :mod:`vectorlay.app.cli`.
+
+Secrets (the org token, admin token) are held here after being read from a
+file or the environment; the reprs never show them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vectorlay.domain.heartbeat import (
+    DEFAULT_HEARTBEAT_INTERVAL,
+    DEFAULT_OFFLINE_AFTER,
+    DEFAULT_RECONNECT_DELAY,
+)
+
+DEFAULT_STATE_DIR = Path("/var/lib/vectorlay")
+DEFAULT_DATA_PATH = Path("/data")
+DEFAULT_OCI_RUNTIME = "io.containerd.kata.v2"
+DEFAULT_STOP_TIMEOUT = 30.0
+DEFAULT_CP_LISTEN = "127.0.0.1:8787"
+DEFAULT_CP_DB = Path("vectorlay-cp.sqlite3")
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    format: str = "text"  # "text" | "json"
+    level: str = "info"
+
+
+@dataclass(frozen=True)
+class CheckSettings:
+    json: bool = False
+    data_path: Path = DEFAULT_DATA_PATH
+    nerdctl: str = "nerdctl"
+    backend: str = "asyncio"
+    log: LogSettings = field(default_factory=LogSettings)
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    control_plane_url: str | None = None
+    org_token: str | None = field(default=None, repr=False)
+    state_dir: Path = DEFAULT_STATE_DIR
+    data_path: Path = DEFAULT_DATA_PATH
+    heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL
+    reconnect_delay: float = DEFAULT_RECONNECT_DELAY
+    oci_runtime: str = DEFAULT_OCI_RUNTIME
+    nerdctl: str = "nerdctl"
+    ca_file: Path | None = None
+    insecure: bool = False
+    stop_timeout: float = DEFAULT_STOP_TIMEOUT
+    backend: str = "asyncio"
+    log: LogSettings = field(default_factory=LogSettings)
+
+
+@dataclass(frozen=True)
+class ControlPlaneSettings:
+    host: str = "127.0.0.1"
+    port: int = 8787
+    db: Path = DEFAULT_CP_DB
+    org_tokens: tuple[str, ...] = field(default=(), repr=False)
+    admin_token: str | None = field(default=None, repr=False)
+    offline_after: float = DEFAULT_OFFLINE_AFTER
+    backend: str = "asyncio"
+    log: LogSettings = field(default_factory=LogSettings)

@@ -1,0 +1,1 @@
+"""The pure core: data and decisions, no I/O and no clock reads."""

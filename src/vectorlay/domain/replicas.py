@@ -1,0 +1,263 @@
+"""Replica table, GPU ledger, and the deploy/stop decisions.
+
+The agent asks the table what to do (:meth:`ReplicaTable.deploy`,
+:meth:`ReplicaTable.stop`), carries the answer out through the runtime port,
+and tells the table how it went (:meth:`ReplicaTable.started`,
+:meth:`ReplicaTable.start_failed`, :meth:`ReplicaTable.stopped`).  No I/O
+happens here.
+
+GPU rule: a GPU assigned to a live replica (``pending`` or ``running``) is
+never assigned to another; GPUs are handed out lowest PCI address first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Final
+
+import msgspec
+
+from vectorlay.domain.messages import DeployPayload, ReplicaReport, ReplicaStatus
+from vectorlay.domain.validation import (
+    check_env_vars,
+    check_gpu_count,
+    check_image,
+    check_replica_id,
+)
+from vectorlay.errors import ValidationError
+
+CONTAINER_PREFIX: Final = "replica-"
+LIVE: Final = frozenset({ReplicaStatus.PENDING, ReplicaStatus.RUNNING})
+
+
+def container_name(replica_id: str) -> str:
+    return f"{CONTAINER_PREFIX}{replica_id}"
+
+
+class GpuSlot(msgspec.Struct, frozen=True, order=True):
+    """An assignable GPU: bound to vfio-pci, with an IOMMU group."""
+
+    pci_address: str
+    iommu_group: str
+
+
+class ContainerSpec(msgspec.Struct, frozen=True):
+    replica_id: str
+    image: str
+    gpus: tuple[GpuSlot, ...] = ()
+    env: dict[str, str] = {}
+
+    @property
+    def name(self) -> str:
+        return container_name(self.replica_id)
+
+    def __repr__(self) -> str:
+        return (
+            f"ContainerSpec(replica_id={self.replica_id!r}, image={self.image!r}, "
+            f"gpus={self.gpus!r}, env=<{len(self.env)} redacted: {sorted(self.env)}>)"
+        )
+
+
+class ContainerState(msgspec.Struct, frozen=True):
+    """A managed container as the runtime reports it."""
+
+    replica_id: str
+    status: ReplicaStatus
+    exit_code: int | None = None
+    gpus: tuple[str, ...] = ()
+    image: str = ""
+
+
+class Replica(msgspec.Struct, frozen=True):
+    replica_id: str
+    status: ReplicaStatus
+    gpus: tuple[str, ...] = ()
+    image: str = ""
+    error: str | None = None
+
+
+# --- decisions -------------------------------------------------------------
+
+
+class StartContainer(msgspec.Struct, frozen=True):
+    """Run ``spec``; ``replace`` means an old container of this replica must go first."""
+
+    spec: ContainerSpec
+    replace: bool = False
+
+
+class StopContainer(msgspec.Struct, frozen=True):
+    replica_id: str
+
+
+class ReportResult(msgspec.Struct, frozen=True):
+    """Answer the command at once with this status (and error)."""
+
+    replica_id: str
+    status: ReplicaStatus
+    error: str | None = None
+
+
+DeployDecision = StartContainer | ReportResult
+StopDecision = StopContainer | ReportResult
+
+
+class ReplicaTable:
+    """The replicas of this node and the GPUs they hold.
+
+    ``slots`` are the assignable GPUs of the node (vfio-pci with an IOMMU
+    group); it can be replaced after a fresh probe with :meth:`set_slots`.
+    """
+
+    def __init__(self, slots: Iterable[GpuSlot] = ()) -> None:
+        self._slots: dict[str, GpuSlot] = {s.pci_address: s for s in sorted(slots)}
+        self._replicas: dict[str, Replica] = {}
+
+    # --- queries ---------------------------------------------------------
+
+    def get(self, replica_id: str) -> Replica | None:
+        return self._replicas.get(replica_id)
+
+    def replicas(self) -> list[Replica]:
+        return [self._replicas[k] for k in sorted(self._replicas)]
+
+    def reports(self) -> list[ReplicaReport]:
+        return [ReplicaReport(r.replica_id, r.status) for r in self.replicas()]
+
+    def held(self) -> dict[str, str]:
+        """PCI address -> replica id, for GPUs held by live replicas."""
+        out: dict[str, str] = {}
+        for r in self._replicas.values():
+            if r.status in LIVE:
+                for addr in r.gpus:
+                    out.setdefault(addr, r.replica_id)
+        return out
+
+    def free_slots(self) -> list[GpuSlot]:
+        held = self.held()
+        return [s for addr, s in sorted(self._slots.items()) if addr not in held]
+
+    def set_slots(self, slots: Iterable[GpuSlot]) -> None:
+        self._slots = {s.pci_address: s for s in sorted(slots)}
+
+    # --- deploy ----------------------------------------------------------
+
+    def deploy(self, payload: DeployPayload, *, refusal: str | None = None) -> DeployDecision:
+        """Decide a deploy; on ``StartContainer`` the GPUs are already reserved.
+
+        ``refusal`` is why this node takes no new replicas right now (degraded,
+        draining), or ``None`` when it does.
+        """
+        rid = payload.replica_id
+        try:
+            check_replica_id(rid, "deploy.payload.replica_id")
+        except ValidationError as exc:
+            return ReportResult(rid, ReplicaStatus.FAILED, str(exc))
+        existing = self._replicas.get(rid)
+        if existing is not None and existing.status in LIVE:
+            # Idempotent by replica id: a repeat never starts a second container.
+            return ReportResult(rid, existing.status)
+        try:
+            check_image(payload.image, "deploy.payload.image")
+            count = check_gpu_count(payload.gpu_count, "deploy.payload.gpu_count")
+            env = check_env_vars(payload.env_vars, "deploy.payload.env_vars")
+        except ValidationError as exc:
+            return ReportResult(rid, ReplicaStatus.FAILED, str(exc))
+        if refusal is not None:
+            return ReportResult(rid, ReplicaStatus.FAILED, refusal)
+        free = self.free_slots()
+        if count > len(free):
+            return ReportResult(
+                rid,
+                ReplicaStatus.FAILED,
+                f"not enough free GPUs: {count} requested, {len(free)} free",
+            )
+        gpus = tuple(free[:count])
+        self._replicas[rid] = Replica(
+            rid, ReplicaStatus.PENDING, tuple(g.pci_address for g in gpus), payload.image
+        )
+        spec = ContainerSpec(replica_id=rid, image=payload.image, gpus=gpus, env=env)
+        return StartContainer(spec, replace=existing is not None)
+
+    def started(self, state: ContainerState) -> ReportResult:
+        """The runtime started the replica's container."""
+        current = self._replicas.get(state.replica_id)
+        gpus = current.gpus if current is not None else state.gpus
+        image = current.image if current is not None else state.image
+        self._replicas[state.replica_id] = Replica(state.replica_id, state.status, gpus, image)
+        return ReportResult(state.replica_id, state.status)
+
+    def start_failed(self, replica_id: str, error: str) -> ReportResult:
+        """The runtime could not start it: the replica is ``failed`` and holds no GPU."""
+        current = self._replicas.get(replica_id)
+        image = current.image if current is not None else ""
+        self._replicas[replica_id] = Replica(replica_id, ReplicaStatus.FAILED, (), image, error)
+        return ReportResult(replica_id, ReplicaStatus.FAILED, error)
+
+    # --- stop ------------------------------------------------------------
+
+    def stop(self, replica_id: str) -> StopDecision:
+        try:
+            check_replica_id(replica_id, "stop.payload.replica_id")
+        except ValidationError as exc:
+            return ReportResult(replica_id, ReplicaStatus.FAILED, str(exc))
+        # Always ask the runtime: it may hold a container the table lost track of.
+        return StopContainer(replica_id)
+
+    def stopped(self, replica_id: str) -> ReportResult:
+        """The container is gone: forget the replica and free its GPUs."""
+        self._replicas.pop(replica_id, None)
+        return ReportResult(replica_id, ReplicaStatus.STOPPED)
+
+    # --- runtime observations --------------------------------------------
+
+    def observe(self, states: Sequence[ContainerState], *, busy: Iterable[str] = ()) -> bool:
+        """Bring the table in line with what the runtime lists.
+
+        Unknown containers are adopted with the GPUs their labels name;
+        known replicas take the observed status; replicas whose container
+        vanished are forgotten unless they never had one (failed starts) or
+        an operation on them is in flight (``busy``).  Returns whether any
+        replica's status changed, which warrants an immediate heartbeat.
+        """
+        busy_ids = set(busy)
+        seen = {s.replica_id: s for s in states}
+        changed = False
+        for rid, state in seen.items():
+            if rid in busy_ids:
+                continue
+            old = self._replicas.get(rid)
+            gpus = old.gpus if old is not None and old.gpus else state.gpus
+            image = old.image if old is not None and old.image else state.image
+            new = Replica(rid, state.status, gpus, image)
+            if old is None or old.status != new.status:
+                changed = True
+            if old != new:
+                self._replicas[rid] = new
+        for rid, old in list(self._replicas.items()):
+            if rid in seen or rid in busy_ids or old.status is ReplicaStatus.PENDING:
+                continue
+            if old.status is ReplicaStatus.FAILED and not old.gpus and old.error is not None:
+                continue  # never had a container: keep reporting the failure
+            del self._replicas[rid]
+            changed = True
+        return changed
+
+    @classmethod
+    def adopt(cls, slots: Iterable[GpuSlot], states: Sequence[ContainerState]) -> ReplicaTable:
+        """Rebuild the table after an agent restart from the runtime's list.
+
+        Containers are reported, never restarted; running ones keep their GPUs.
+        """
+        table = cls(slots)
+        table.observe(states)
+        return table
+
+    def double_assigned(self) -> dict[str, list[str]]:
+        """GPUs claimed by more than one live replica (must always be empty)."""
+        claims: dict[str, list[str]] = {}
+        for r in self._replicas.values():
+            if r.status in LIVE:
+                for addr in r.gpus:
+                    claims.setdefault(addr, []).append(r.replica_id)
+        return {a: sorted(ids) for a, ids in claims.items() if len(ids) > 1}
