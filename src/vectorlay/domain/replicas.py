@@ -17,7 +17,7 @@ from typing import Final
 
 import msgspec
 
-from vectorlay.domain.messages import DeployPayload, ReplicaReport, ReplicaStatus
+from vectorlay.domain.messages import DeployPayload, Gpu, ReplicaReport, ReplicaStatus
 from vectorlay.domain.validation import (
     check_env_vars,
     check_gpu_count,
@@ -39,6 +39,18 @@ class GpuSlot(msgspec.Struct, frozen=True, order=True):
 
     pci_address: str
     iommu_group: str
+
+
+ASSIGNABLE_DRIVER: Final = "vfio-pci"
+
+
+def assignable_slots(gpus: Iterable[Gpu]) -> list[GpuSlot]:
+    """GPUs Kata can pass through: bound to vfio-pci and in an IOMMU group."""
+    return sorted(
+        GpuSlot(g.pci_address, g.iommu_group)
+        for g in gpus
+        if g.driver == ASSIGNABLE_DRIVER and g.iommu_group
+    )
 
 
 class ContainerSpec(msgspec.Struct, frozen=True):
