@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from typing import Any
 
 import pytest
 
@@ -12,8 +13,15 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        func = getattr(item, "function", None)
-        if func is not None and inspect.iscoroutinefunction(func):
-            item.add_marker(pytest.mark.anyio)
+@pytest.hookimpl(tryfirst=True)
+def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: Any) -> None:
+    # Mark at collection time, before parametrization, so that the backend
+    # parameter combines with a test's own parametrize marks.
+    inner = getattr(getattr(obj, "hypothesis", None), "inner_test", obj)
+    if (
+        isinstance(collector, pytest.Class | pytest.Module)
+        and inspect.iscoroutinefunction(inner)
+        and collector.istestfunction(obj, name)
+    ):
+        pytest.mark.anyio(obj)
+        pytest.mark.usefixtures("anyio_backend")(obj)

@@ -1,11 +1,718 @@
-"""Placeholder until this command lands."""
+"""The agent service: startup, sessions, heartbeats, commands, reconnection.
+
+:class:`Agent` wires the ports together and owns the loops; every decision
+it acts on comes from the domain (``ReplicaTable`` for deploy/stop,
+``heartbeat`` for timing and close codes).  :func:`main` builds the real
+adapters for ``vectorlay-agent run``.
+
+Life of the process::
+
+    load node.json ─┬─ found ──────────────► connect with node token
+                    └─ none + org token ──► connect, register, save node.json
+    every session:  system_info → outbox → heartbeats + commands
+    session ends:   backoff (first retry after the reconnect delay), again
+
+Commands run in the agent's own task group, not the session's: a deploy that
+is half-way when the connection drops still finishes, and its result waits
+in the outbox for the next session.  Containers are never stopped because
+the control plane went away.
+"""
 
 from __future__ import annotations
 
-import sys
-from typing import Any
+import logging
+import random
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Final
+
+import anyio
+import anyio.abc
+
+from vectorlay import __version__
+from vectorlay.app.settings import AgentSettings
+from vectorlay.domain.heartbeat import (
+    CLOSE_GOING_AWAY,
+    CloseAction,
+    HeartbeatPolicy,
+    ReconnectPolicy,
+    backoff,
+    good_session,
+    on_close,
+)
+from vectorlay.domain.identity import NodeConfig
+from vectorlay.domain.messages import (
+    Deploy,
+    DeployPayload,
+    DeployResult,
+    Error,
+    ErrorCode,
+    Heartbeat,
+    HeartbeatPayload,
+    HeartbeatStatus,
+    HostMetrics,
+    HostReport,
+    Message,
+    Register,
+    RegisterPayload,
+    RegistrationSuccess,
+    ReplicaStatus,
+    ResultPayload,
+    Stop,
+    StopResult,
+    Storage,
+    SystemInfo,
+    SystemInfoPayload,
+    decode_inbound,
+    encode_text,
+    error_message,
+)
+from vectorlay.domain.replicas import (
+    ReplicaTable,
+    ReportResult,
+    StartContainer,
+    StopContainer,
+    assignable_slots,
+)
+from vectorlay.errors import (
+    ConfigError,
+    ConfigWriteError,
+    ConnectionClosed,
+    ContainerRuntimeError,
+    CorruptConfig,
+    ProtocolError,
+    SessionConflict,
+    TransportError,
+    Unauthorized,
+    VectorlayError,
+)
+from vectorlay.ports import Clock, ConfigStore, Connection, HardwareProbe, Runtime, Transport
+
+log = logging.getLogger("vectorlay.agent")
+
+EXIT_OK: Final = 0
+EXIT_FAILURE: Final = 1
+EXIT_CONFIG: Final = 2
 
 
-def main(settings: Any) -> int:
-    print("vectorlay-agent: this command is not available yet", file=sys.stderr)
-    return 2
+@dataclass(frozen=True)
+class AgentConfig:
+    control_plane_url: str | None = None
+    org_token: str | None = field(default=None, repr=False)
+    heartbeat_interval: float = 30.0
+    reconnect_delay: float = 5.0
+    reconnect_cap: float = 60.0
+    stop_timeout: float = 30.0
+    outbox_size: int = 1000
+    max_concurrent_commands: int = 4
+    registration_timeout: float = 30.0
+    # How often the replica table is re-read from the runtime even when the
+    # runtime reported no change (a safety net; exits arrive through changes()).
+    resync_interval: float = 300.0
+    # On shutdown, in-flight commands get this long to finish before they are cancelled.
+    shutdown_grace: float = 3.0
+
+
+class FatalError(VectorlayError):
+    """Retrying cannot help: the agent exits with ``exit_code``."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_FAILURE) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+Command = Deploy | Stop
+
+
+@dataclass
+class _Session:
+    conn: Connection
+    started: float
+    ready: bool = False  # system_info and the outbox are out: results go straight through
+    system_info_sent: bool = False
+    send_lock: anyio.Lock = field(default_factory=anyio.Lock)
+
+
+class Agent:
+    """The node agent, on any set of adapters (real ones, or ``adapters.memory``)."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        *,
+        transport: Transport,
+        runtime: Runtime,
+        probe: HardwareProbe,
+        store: ConfigStore,
+        clock: Clock,
+        rand: Callable[[], float] | None = None,
+    ) -> None:
+        self.config = config
+        self.transport = transport
+        self.runtime = runtime
+        self.probe = probe
+        self.store = store
+        self.clock = clock
+        self.rand = rand or random.Random().random
+        self.heartbeat_policy = HeartbeatPolicy(interval=config.heartbeat_interval)
+        self.reconnect_policy = ReconnectPolicy(
+            first_delay=config.reconnect_delay,
+            cap=max(config.reconnect_cap, config.reconnect_delay),
+        )
+        self.table = ReplicaTable()
+        self.node: NodeConfig | None = None
+        self.report: HostReport | None = None
+        self.outbox: deque[Message] = deque()
+        self.seq = 0
+        self.sessions = 0
+        self.dropped_results = 0
+        self._metrics: HostMetrics | None = None
+        self._session: _Session | None = None
+        self._queues: dict[str, deque[Command]] = {}
+        self._slots: anyio.Semaphore | None = None
+        self._beat_now: anyio.Event | None = None
+        self._stop_requested: anyio.Event | None = None
+        self._stopping = False
+        self._commands: anyio.abc.TaskGroup | None = None
+        self._idle: anyio.Event | None = None
+
+    # --- lifecycle ---------------------------------------------------------
+
+    async def run(self) -> int:
+        """Run until :meth:`request_stop` (returns 0) or a fatal error (non-zero)."""
+        self._stop_requested = anyio.Event()
+        self._beat_now = anyio.Event()
+        self._slots = anyio.Semaphore(self.config.max_concurrent_commands)
+        try:
+            await self._start()
+        except FatalError as exc:
+            log.error("%s", exc)
+            return exc.exit_code
+        exit_code = EXIT_OK
+        async with anyio.create_task_group() as outer:
+            async with anyio.create_task_group() as commands:
+                self._commands = commands
+                commands.start_soon(self._watch_runtime)
+                try:
+                    exit_code = await self._sessions_until_stopped()
+                finally:
+                    await self._wind_down(commands)
+            outer.cancel_scope.cancel()
+        return exit_code
+
+    def request_stop(self) -> None:
+        """Ask the agent to close its session (1001) and return; containers keep running."""
+        self._stopping = True
+        if self._stop_requested is not None:
+            self._stop_requested.set()
+
+    async def _wind_down(self, commands: anyio.abc.TaskGroup) -> None:
+        if self._queues:
+            self._idle = anyio.Event()
+            with anyio.move_on_after(self.config.shutdown_grace, shield=True):
+                await self._idle.wait()
+        if self._queues:
+            log.warning(
+                "shutting down with %d replica operation(s) unfinished; "
+                "their containers are reconciled at the next start",
+                len(self._queues),
+            )
+        commands.cancel_scope.cancel()
+
+    async def _start(self) -> None:
+        try:
+            self.node = await self.store.load()
+        except CorruptConfig as exc:
+            raise FatalError(f"{exc}; refusing to register over it") from None
+        except ConfigError as exc:
+            raise FatalError(str(exc)) from None
+        if self.node is None:
+            if not self.config.org_token:
+                raise FatalError(
+                    "no node config in the state dir and no org token: set --token-file "
+                    "or VECTORLAY_ORG_TOKEN to register this node (or --state-dir / "
+                    "VECTORLAY_STATE_DIR to where node.json is)",
+                    EXIT_CONFIG,
+                )
+            if not self.config.control_plane_url:
+                raise FatalError(
+                    "no control plane to register with: set --control-plane or "
+                    "VECTORLAY_CONTROL_PLANE_URL",
+                    EXIT_CONFIG,
+                )
+        await self._probe()
+        await self._refresh(adopting=True)
+        if self.table.replicas():
+            log.info(
+                "adopted %d existing replica(s): %s",
+                len(self.table.replicas()),
+                ", ".join(r.replica_id for r in self.table.replicas()),
+            )
+
+    @property
+    def url(self) -> str:
+        if self.config.control_plane_url:
+            return self.config.control_plane_url
+        assert self.node is not None
+        return self.node.control_plane_url
+
+    # --- sessions and reconnection -------------------------------------------
+
+    async def _sessions_until_stopped(self) -> int:
+        delays = self._backoff()
+        while not self._stopping:
+            started = self.clock.monotonic()
+            action = CloseAction.RECONNECT
+            try:
+                await self._run_session()
+            except FatalError as exc:
+                log.error("%s", exc)
+                return exc.exit_code
+            except Unauthorized:
+                log.error(
+                    "the control plane rejected this node's credential (%s); "
+                    "node.json is left untouched: fix the token or re-register",
+                    "node token" if self.node else "org token",
+                )
+                return EXIT_FAILURE
+            except SessionConflict:
+                action = CloseAction.BACK_OFF
+            except ConnectionClosed as exc:
+                action = on_close(exc.code)
+                if action is CloseAction.EXIT:
+                    log.error(
+                        "the control plane closed the session as unauthorized (%d); "
+                        "node.json is left untouched",
+                        exc.code,
+                    )
+                    return EXIT_FAILURE
+                log.warning("session closed by the control plane (code %d)", exc.code)
+            except TransportError as exc:
+                log.warning("session ended: %s", exc)
+            session, self._session = self._session, None
+            if self._stopping:
+                break
+            if session is not None and good_session(
+                system_info_sent=session.system_info_sent,
+                connected_for=self.clock.monotonic() - started,
+                interval=self.config.heartbeat_interval,
+            ):
+                delays = self._backoff()
+            delay = next(delays)
+            if action is CloseAction.BACK_OFF:
+                log.warning("another session for this node is open; retrying in %.1f s", delay)
+                delay = max(delay, self.config.reconnect_delay)
+            else:
+                log.info("reconnecting in %.1f s", delay)
+            await self._sleep_unless_stopping(delay)
+        return EXIT_OK
+
+    def _backoff(self) -> Iterator[float]:
+        return backoff(self.reconnect_policy, self.rand)
+
+    async def _sleep_unless_stopping(self, seconds: float) -> None:
+        assert self._stop_requested is not None
+        stop = self._stop_requested
+        async with anyio.create_task_group() as tg:
+
+            async def sleeper() -> None:
+                await self.clock.sleep(seconds)
+                tg.cancel_scope.cancel()
+
+            async def stopper() -> None:
+                await stop.wait()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(sleeper)
+            tg.start_soon(stopper)
+
+    async def _run_session(self) -> None:
+        credential = self.node.node_token if self.node else self.config.org_token
+        assert credential is not None
+        try:
+            async with self.transport.connect(self.url, credential) as conn:
+                session = _Session(conn, self.clock.monotonic())
+                self._session = session
+                self.sessions += 1
+                try:
+                    async with anyio.create_task_group() as tg:
+                        tg.start_soon(self._close_on_stop, session, tg.cancel_scope)
+                        await self._open(session)
+                        tg.start_soon(self._heartbeats, session)
+                        await self._read(session)
+                finally:
+                    session.ready = False
+        except BaseExceptionGroup as group:
+            raise _first_error(group) from None
+
+    async def _close_on_stop(self, session: _Session, scope: anyio.CancelScope) -> None:
+        assert self._stop_requested is not None
+        await self._stop_requested.wait()
+        with anyio.CancelScope(shield=True), anyio.move_on_after(2):
+            await session.conn.close(CLOSE_GOING_AWAY, "agent shutting down")
+        scope.cancel()
+
+    async def _open(self, session: _Session) -> None:
+        """Register if needed, then system_info, then the outbox, in that order."""
+        if self.node is None:
+            await self._register(session)
+        await self._probe()
+        await self._refresh()
+        assert self.node is not None
+        assert self.report is not None
+        info = SystemInfo(
+            SystemInfoPayload(
+                node_id=self.node.node_id,
+                agent_version=__version__,
+                hardware=self.report.hardware,
+                dependencies=self.report.dependencies,
+                ready=self.report.ready,
+                replicas=self.table.reports(),
+            )
+        )
+        await self._send(session, info)
+        session.system_info_sent = True
+        log.info(
+            "session open: node %s, %s, %d replica(s)",
+            self.node.node_id,
+            "ready" if self.report.ready else "degraded",
+            len(self.table.replicas()),
+        )
+        while self.outbox:
+            await self._send(session, self.outbox[0])
+            self.outbox.popleft()
+        # No await between the empty check above and this flag: a result made
+        # meanwhile went to the outbox and was flushed by the loop.
+        session.ready = True
+
+    async def _register(self, session: _Session) -> None:
+        assert self.report is not None
+        assert self.config.control_plane_url
+        log.info("registering this node with the control plane")
+        await self._send(
+            session,
+            Register(
+                RegisterPayload(
+                    agent_version=__version__,
+                    hardware=self.report.hardware,
+                    dependencies=self.report.dependencies,
+                )
+            ),
+        )
+        with anyio.fail_after(self.config.registration_timeout):
+            while True:
+                frame = await session.conn.receive()
+                try:
+                    msg = decode_inbound(frame) if isinstance(frame, str) else None
+                except ProtocolError as exc:
+                    log.warning("ignoring bad frame while registering: %s", exc)
+                    continue
+                if isinstance(msg, RegistrationSuccess):
+                    break
+                if isinstance(msg, Error):
+                    log.warning(
+                        "control plane error while registering: %s: %s",
+                        msg.payload.code,
+                        msg.payload.message[:200],
+                    )
+                    continue
+                log.warning("ignoring a message while registering")
+        node = NodeConfig(
+            node_id=msg.payload.node_id,
+            node_token=msg.payload.node_token,
+            control_plane_url=self.config.control_plane_url,
+        )
+        try:
+            await self.store.save(node)
+        except ConfigWriteError as exc:
+            raise FatalError(
+                f"registered as {node.node_id} but could not save node.json: {exc}"
+            ) from None
+        self.node = node
+        log.info("registered as node %s; node.json saved", node.node_id)
+
+    async def _send(self, session: _Session, message: Message) -> None:
+        text = encode_text(message)
+        async with session.send_lock:
+            await session.conn.send(text)
+
+    # --- inbound -----------------------------------------------------------------
+
+    async def _read(self, session: _Session) -> None:
+        while True:
+            frame = await session.conn.receive()
+            if isinstance(frame, bytes):
+                await self._send(
+                    session,
+                    error_message(
+                        ErrorCode.INVALID_MESSAGE, "message: binary frames are not accepted"
+                    ),
+                )
+                continue
+            try:
+                msg = decode_inbound(frame)
+            except ProtocolError as exc:
+                await self._reject(session, exc)
+                continue
+            if isinstance(msg, Deploy | Stop):
+                self._enqueue(msg)
+            elif isinstance(msg, Error):
+                log.warning(
+                    "control plane reported an error: %s: %s",
+                    msg.payload.code[:40],
+                    msg.payload.message[:200],
+                )
+            else:
+                await self._send(
+                    session,
+                    error_message(
+                        ErrorCode.INVALID_MESSAGE,
+                        "registration_success: not expected in a node session",
+                    ),
+                )
+
+    async def _reject(self, session: _Session, exc: ProtocolError) -> None:
+        log.warning("rejected an inbound message: %s", exc.message)
+        if exc.replica_id is not None and exc.message_type == "deploy":
+            await self._deliver(
+                DeployResult(ResultPayload(exc.replica_id, ReplicaStatus.FAILED, exc.message))
+            )
+        elif exc.replica_id is not None and exc.message_type == "stop":
+            await self._deliver(
+                StopResult(ResultPayload(exc.replica_id, ReplicaStatus.FAILED, exc.message))
+            )
+        else:
+            await self._send(session, error_message(exc.code, exc.message))
+
+    # --- commands ----------------------------------------------------------------
+
+    def _enqueue(self, command: Command) -> None:
+        """Queue a command behind earlier ones for the same replica."""
+        rid = command.payload.replica_id
+        queue = self._queues.get(rid)
+        if queue is None:
+            queue = self._queues[rid] = deque()
+            assert self._commands is not None
+            self._commands.start_soon(self._drain, rid, queue)
+        queue.append(command)
+
+    async def _drain(self, rid: str, queue: deque[Command]) -> None:
+        assert self._slots is not None
+        try:
+            while queue:
+                async with self._slots:
+                    await self._execute(queue[0])
+                queue.popleft()
+        finally:
+            del self._queues[rid]
+            if not self._queues and self._idle is not None:
+                self._idle.set()
+
+    async def _execute(self, command: Command) -> None:
+        if isinstance(command, Deploy):
+            result = await self._deploy(command.payload)
+            await self._deliver(DeployResult(_payload(result)))
+        else:
+            result = await self._stop(command.payload.replica_id)
+            await self._deliver(StopResult(_payload(result)))
+        self._heartbeat_soon()
+
+    async def _deploy(self, payload: DeployPayload) -> ReportResult:
+        decision = self.table.deploy(payload, refusal=self._refusal())
+        if isinstance(decision, ReportResult):
+            if decision.error:
+                log.warning("deploy %s refused: %s", payload.replica_id[:64], decision.error)
+            return decision
+        assert isinstance(decision, StartContainer)
+        spec = decision.spec
+        log.info(
+            "deploying %s: image %s, %d GPU(s), env %s",
+            spec.replica_id,
+            spec.image,
+            len(spec.gpus),
+            sorted(spec.env) or "none",
+        )
+        try:
+            if decision.replace:
+                await self.runtime.stop(spec.replica_id, grace=self.config.stop_timeout)
+            state = await self.runtime.run(spec)
+        except ContainerRuntimeError as exc:
+            log.warning("deploy %s failed: %s", spec.replica_id, exc)
+            return self.table.start_failed(spec.replica_id, str(exc))
+        except Exception as exc:
+            log.exception("deploy %s failed unexpectedly", spec.replica_id)
+            return self.table.start_failed(spec.replica_id, f"internal error: {type(exc).__name__}")
+        log.info("replica %s is %s", spec.replica_id, state.status.value)
+        return self.table.started(state)
+
+    async def _stop(self, replica_id: str) -> ReportResult:
+        decision = self.table.stop(replica_id)
+        if isinstance(decision, ReportResult):
+            return decision
+        assert isinstance(decision, StopContainer)
+        log.info("stopping %s", replica_id)
+        try:
+            await self.runtime.stop(replica_id, grace=self.config.stop_timeout)
+        except ContainerRuntimeError as exc:
+            log.warning("stop %s failed: %s", replica_id, exc)
+            return ReportResult(replica_id, ReplicaStatus.FAILED, str(exc))
+        except Exception as exc:
+            log.exception("stop %s failed unexpectedly", replica_id)
+            return ReportResult(
+                replica_id, ReplicaStatus.FAILED, f"internal error: {type(exc).__name__}"
+            )
+        return self.table.stopped(replica_id)
+
+    def _refusal(self) -> str | None:
+        if self._stopping:
+            return "node is draining: the agent is shutting down"
+        if self.report is not None and not self.report.ready:
+            missing = [d.name for d in self.report.dependencies if not d.ok]
+            return f"node is degraded: dependencies not ready: {', '.join(missing)}"
+        return None
+
+    async def _deliver(self, message: Message) -> None:
+        """Send a result now, or keep it for the next session."""
+        session = self._session
+        if session is not None and session.ready:
+            try:
+                await self._send(session, message)
+                return
+            except TransportError:
+                pass  # the reader sees the same failure and ends the session
+        if len(self.outbox) >= self.config.outbox_size:
+            self.outbox.popleft()
+            self.dropped_results += 1
+            log.warning("outbox full (%d): dropped the oldest result", self.config.outbox_size)
+        self.outbox.append(message)
+
+    # --- heartbeats -----------------------------------------------------------------
+
+    def _heartbeat_soon(self) -> None:
+        if self._beat_now is not None:
+            self._beat_now.set()
+
+    async def _heartbeats(self, session: _Session) -> None:
+        beats = 0
+        while True:
+            assert self._beat_now is not None
+            self._beat_now = anyio.Event()
+            beats += 1
+            if (
+                beats % max(1, int(self.config.resync_interval / self.config.heartbeat_interval))
+                == 0
+            ):
+                await self._refresh()
+            await self._send(session, await self._heartbeat())
+            await self._wait_for_beat(self.heartbeat_policy.interval)
+
+    async def _wait_for_beat(self, seconds: float) -> None:
+        assert self._beat_now is not None
+        beat_now = self._beat_now
+        async with anyio.create_task_group() as tg:
+
+            async def timer() -> None:
+                await self.clock.sleep(seconds)
+                tg.cancel_scope.cancel()
+
+            async def trigger() -> None:
+                await beat_now.wait()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(timer)
+            tg.start_soon(trigger)
+
+    async def _heartbeat(self) -> Heartbeat:
+        metrics = await self._read_metrics()
+        self.seq += 1
+        return Heartbeat(
+            HeartbeatPayload(
+                status=HeartbeatStatus(
+                    containers=self.table.reports(),
+                    gpu_utilization=metrics.gpu_utilization,
+                    memory_used_gb=metrics.memory_used_gb,
+                    memory_total_gb=metrics.memory_total_gb,
+                    storage=metrics.storage,
+                ),
+                seq=self.seq,
+                sent_at=_rfc3339(self.clock),
+            )
+        )
+
+    async def _read_metrics(self) -> HostMetrics:
+        try:
+            self._metrics = await self.probe.metrics()
+        except Exception as exc:
+            log.warning("host metrics unavailable: %s", type(exc).__name__)
+            if self._metrics is None:
+                storage = self.report.hardware.storage if self.report else Storage("")
+                self._metrics = HostMetrics(None, None, None, storage)
+        return self._metrics
+
+    # --- host and runtime state --------------------------------------------------------
+
+    async def _probe(self) -> None:
+        report = await self.probe.report()
+        self.report = report
+        self.table.set_slots(assignable_slots(report.hardware.gpus))
+        if not report.ready:
+            missing = [f"{d.name} ({d.detail})" for d in report.dependencies if not d.ok]
+            log.warning("host is degraded: %s", "; ".join(missing))
+
+    async def _refresh(self, *, adopting: bool = False) -> None:
+        try:
+            states = await self.runtime.list()
+        except ContainerRuntimeError as exc:
+            log.warning("cannot list containers: %s", exc)
+            return
+        if self.table.observe(states, busy=self._queues) and not adopting:
+            self._heartbeat_soon()
+
+    async def _watch_runtime(self) -> None:
+        while True:
+            try:
+                async for _ in self.runtime.changes():
+                    await self._refresh()
+            except ContainerRuntimeError as exc:
+                log.warning("watching containers failed: %s; retrying", exc)
+            await self.clock.sleep(self.config.reconnect_delay or 1.0)
+
+
+def _payload(result: ReportResult) -> ResultPayload:
+    return ResultPayload(result.replica_id, result.status, result.error)
+
+
+def _rfc3339(clock: Clock) -> str:
+    return clock.now().isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error that ended a session, out of a task group's exception group."""
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        else:
+            leaves.append(exc)
+
+    walk(group)
+    for wanted in (FatalError, VectorlayError, Exception):
+        for leaf in leaves:
+            if isinstance(leaf, wanted):
+                return leaf
+    return leaves[0] if leaves else group
+
+
+# --- the real process ---------------------------------------------------------------
+
+
+def main(settings: AgentSettings) -> int:
+    """``vectorlay-agent run``: real adapters, signals, one event loop."""
+    return anyio.run(_main, settings, backend=settings.backend)
+
+
+async def _main(settings: AgentSettings) -> int:
+    raise NotImplementedError("the real adapters are wired in a later change")
