@@ -19,7 +19,14 @@ from vectorlay.adapters.memory import (
     StaticProbe,
     sample_report,
 )
-from vectorlay.app.agent import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, Agent, AgentConfig
+from vectorlay.app.agent import (
+    EXIT_CONFIG,
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_UNAUTHORIZED,
+    Agent,
+    AgentConfig,
+)
 from vectorlay.domain.identity import NodeConfig
 from vectorlay.domain.messages import (
     Deploy,
@@ -458,7 +465,7 @@ async def test_close_4401_exits_and_keeps_node_json() -> None:
         with anyio.fail_after(5):
             while h.exit_code is None:
                 await anyio.sleep(0.01)
-    assert h.exit_code == EXIT_FAILURE
+    assert h.exit_code == EXIT_UNAUTHORIZED
     assert h.store.config == NODE
 
 

@@ -94,6 +94,9 @@ log = logging.getLogger("vectorlay.agent")
 EXIT_OK: Final = 0
 EXIT_FAILURE: Final = 1
 EXIT_CONFIG: Final = 2
+# The control plane rejected the credential: a restart cannot help, so the
+# systemd unit lists this status in RestartPreventExitStatus.
+EXIT_UNAUTHORIZED: Final = 3
 
 
 @dataclass(frozen=True)
@@ -275,7 +278,7 @@ class Agent:
                     "node.json is left untouched: fix the token or re-register",
                     "node token" if self.node else "org token",
                 )
-                return EXIT_FAILURE
+                return EXIT_UNAUTHORIZED
             except SessionConflict:
                 action = CloseAction.BACK_OFF
             except ConnectionClosed as exc:
@@ -286,7 +289,7 @@ class Agent:
                         "node.json is left untouched",
                         exc.code,
                     )
-                    return EXIT_FAILURE
+                    return EXIT_UNAUTHORIZED
                 log.warning("session closed by the control plane (code %d)", exc.code)
             except TransportError as exc:
                 log.warning("session ended: %s", exc)
