@@ -81,6 +81,7 @@ from vectorlay.errors import (
     ConnectionClosed,
     ContainerRuntimeError,
     CorruptConfig,
+    InsecureURL,
     ProtocolError,
     SessionConflict,
     TransportError,
@@ -279,6 +280,9 @@ class Agent:
                     "node token" if self.node else "org token",
                 )
                 return EXIT_UNAUTHORIZED
+            except (InsecureURL, ConfigError) as exc:
+                log.error("%s", exc)
+                return EXIT_CONFIG
             except SessionConflict:
                 action = CloseAction.BACK_OFF
             except ConnectionClosed as exc:
