@@ -114,3 +114,39 @@ __all__ = [
     "Runtime",
     "Transport",
 ]
+
+
+# --- control plane ---------------------------------------------------------------
+
+from vectorlay.domain.fleet import FleetChanges, FleetSnapshot, NodeRecord  # noqa: E402
+
+
+class FleetStore(Protocol):
+    """Where a control plane keeps nodes, replicas and unanswered commands.
+
+    The reference control plane uses SQLite (``adapters/sqlite_store.py``); a
+    fleet-scale deployment puts PostgreSQL or Redis behind the same methods.
+    Node tokens are handed over in clear only to be hashed: a store keeps a
+    digest and compares in constant time.
+    """
+
+    async def load(self) -> FleetSnapshot:
+        """Everything stored, to rebuild the fleet after a restart."""
+        ...
+
+    async def add_node(self, record: NodeRecord, node_token: str) -> None:
+        """Persist a newly registered node with (a digest of) its token."""
+        ...
+
+    async def node_for_token(self, node_token: str) -> str | None:
+        """The node id the token belongs to, ``None`` for an unknown token."""
+        ...
+
+    async def save(self, changes: FleetChanges) -> None:
+        """Write a batch of changes atomically (all or nothing)."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+__all__ += ["FleetStore"]

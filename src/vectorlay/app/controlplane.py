@@ -1,11 +1,88 @@
-"""Placeholder until this command lands."""
+"""``vectorlay-agent control-plane``: the reference control plane as a process.
+
+A reference and development peer for the agent (conformance tests, local
+trials), not a fleet-scale service: one process, one SQLite file.  See
+``docs/controlplane.md``.  Its server libraries (h11, wsproto) come with the
+``vectorlay[controlplane]`` extra and are imported only here, never by the
+agent.
+"""
 
 from __future__ import annotations
 
+import logging
+import signal
 import sys
-from typing import Any
+
+import anyio
+
+from vectorlay.app.settings import ControlPlaneSettings
+
+log = logging.getLogger("vectorlay.controlplane")
+
+EXIT_OK = 0
+EXIT_FAILED = 1
 
 
-def main(settings: Any) -> int:
-    print("vectorlay-agent: this command is not available yet", file=sys.stderr)
-    return 2
+def main(settings: ControlPlaneSettings) -> int:
+    try:
+        import h11  # noqa: F401
+        import wsproto  # noqa: F401
+    except ImportError as exc:
+        print(
+            f"vectorlay-agent: error: the control plane needs {exc.name}: "
+            "pip install 'vectorlay[controlplane]'",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    return anyio.run(run, settings, backend=settings.backend)
+
+
+async def run(settings: ControlPlaneSettings) -> int:
+    """Serve until SIGINT/SIGTERM; 0 after a signal, 1 when it cannot start."""
+    from vectorlay.adapters.clock import SystemClock
+    from vectorlay.adapters.sqlite_store import SqliteFleetStore, StoreError
+    from vectorlay.app.cp_server import ControlPlane, ControlPlaneConfig
+
+    try:
+        store = SqliteFleetStore(settings.db)
+    except StoreError as exc:
+        log.error("cannot open the control-plane store: %s", exc)
+        return EXIT_FAILED
+    config = ControlPlaneConfig(
+        org_tokens=settings.org_tokens,
+        admin_token=settings.admin_token,
+        offline_after=settings.offline_after,
+    )
+    cp = ControlPlane(store, config, SystemClock())
+    if not settings.org_tokens:
+        log.warning("no org token configured: agents cannot register (VECTORLAY_CP_ORG_TOKENS)")
+    if settings.admin_token is None:
+        log.warning("no admin token configured: the admin API refuses every request")
+    failure: str | None = None
+    try:
+        await cp.load()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_stop_on_signal, tg.cancel_scope)
+            try:
+                await tg.start(cp.serve, settings.host, settings.port)
+            except OSError as exc:
+                failure = f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}"
+                tg.cancel_scope.cancel()
+    except* StoreError as group:
+        failure = f"control-plane store failed: {group.exceptions[0]}"
+    finally:
+        with anyio.CancelScope(shield=True):
+            await store.aclose()
+    if failure is not None:
+        log.error("%s", failure)
+        return EXIT_FAILED
+    log.info("control plane stopped")
+    return EXIT_OK
+
+
+async def _stop_on_signal(scope: anyio.CancelScope) -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            log.info("stopping on %s", signal.Signals(signum).name)
+            scope.cancel()
+            return

@@ -1,0 +1,337 @@
+"""HTTP endpoints of the reference control plane: health, status page, admin API.
+
+The admin API (DESIGN.md section 6) speaks JSON and wants
+``Authorization: Bearer <admin token>``.  Errors are ``{"error": "..."}``
+with ``"field"`` naming the offending field where there is one.  Env values
+are accepted, stored and sent to the node; they never come back out of the
+API, into a log line or into an error message.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Final
+
+import msgspec
+
+from vectorlay.app.cp_http import Request, Response, error_response, json_response
+from vectorlay.domain.fleet import (
+    NoCapacity,
+    NodeRecord,
+    ReplicaExists,
+    ReplicaRecord,
+    Send,
+    UnknownNode,
+    UnknownReplica,
+)
+from vectorlay.domain.messages import DeployPayload
+from vectorlay.domain.validation import (
+    check_env_vars,
+    check_gpu_count,
+    check_image,
+    check_replica_id,
+)
+from vectorlay.errors import InvalidTransition, ValidationError
+
+if TYPE_CHECKING:
+    from vectorlay.app.cp_server import ControlPlane
+
+log = logging.getLogger("vectorlay.controlplane")
+
+PAGE_REFRESH_SECONDS: Final = 5
+DEPLOY_FIELDS: Final = frozenset({"image", "gpu_count", "env_vars", "replica_id"})
+_AUTH_CHALLENGE: Final = (("www-authenticate", 'Bearer realm="vectorlay"'),)
+
+Route = Callable[["ControlPlane", Request, list[str]], Awaitable[Response]]
+
+
+# --- views ---------------------------------------------------------------------------
+
+
+def rfc3339(stamp: datetime | None) -> str | None:
+    if stamp is None:
+        return None
+    return stamp.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def node_view(cp: ControlPlane, node: NodeRecord) -> dict[str, Any]:
+    fleet = cp.fleet
+    return {
+        "node_id": node.node_id,
+        "status": node.status.value,
+        "hold": node.state.hold.value if node.state.hold is not None else None,
+        "hostname": node.hostname,
+        "agent_version": node.agent_version,
+        "ready": node.ready,
+        "gpus": msgspec.to_builtins(node.gpus),
+        "gpus_free": fleet.gpus_free(node.node_id),
+        "dependencies": msgspec.to_builtins(node.dependencies),
+        "last_seen": rfc3339(node.last_seen),
+        "replicas": [r.replica_id for r in fleet.replicas_on(node.node_id)],
+    }
+
+
+def replica_view(replica: ReplicaRecord) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "replica_id": replica.replica_id,
+        "node_id": replica.node_id,
+        "image": replica.image,
+        "gpu_count": replica.gpu_count,
+        "status": replica.status.value,
+    }
+    if replica.error is not None:
+        view["error"] = replica.error
+    return view
+
+
+# --- dispatch ----------------------------------------------------------------------------
+
+
+async def handle(cp: ControlPlane, request: Request) -> Response:
+    parts = request.segments()
+    if request.path == "/healthz":
+        return _only(request, "GET") or json_response(200, {"status": "ok"})
+    if request.path == "/":
+        return _only(request, "GET") or status_page(cp)
+    if request.path == "/v1/agent":
+        return error_response(
+            426, "this endpoint is the agent WebSocket", headers=(("upgrade", "websocket"),)
+        )
+    if parts[:1] != ["v1"]:
+        return error_response(404, f"no such endpoint: {request.path[:100]}")
+    denied = _authorize(cp, request)
+    if denied is not None:
+        return denied
+    route, allowed = _route(request.method, parts[1:])
+    if route is None:
+        if allowed:
+            return error_response(
+                405, "method not allowed", headers=(("allow", ", ".join(allowed)),)
+            )
+        return error_response(404, f"no such endpoint: {request.path[:100]}")
+    return await route(cp, request, parts[1:])
+
+
+def _only(request: Request, method: str) -> Response | None:
+    if request.method == method:
+        return None
+    return error_response(405, "method not allowed", headers=(("allow", method),))
+
+
+def _authorize(cp: ControlPlane, request: Request) -> Response | None:
+    from vectorlay.app.cp_server import bearer, token_matches
+
+    admin = cp.config.admin_token
+    if admin is None:
+        return error_response(
+            403,
+            "admin API disabled: start the control plane with --admin-token-file "
+            "or VECTORLAY_CP_ADMIN_TOKEN",
+        )
+    given = bearer(request.header("authorization"))
+    if given is None or not token_matches(given, (admin,)):
+        return error_response(401, "missing or wrong admin token", headers=_AUTH_CHALLENGE)
+    return None
+
+
+_NODE_ACTIONS: Final = ("drain", "maintenance", "resume")
+
+
+def _route(method: str, parts: list[str]) -> tuple[Route | None, list[str]]:
+    """The handler for ``method`` on ``/v1/<parts>``, or the methods the path allows."""
+    table: dict[str, Route] = {}
+    if parts == ["nodes"]:
+        table = {"GET": _list_nodes}
+    elif len(parts) == 2 and parts[0] == "nodes":
+        table = {"GET": _get_node}
+    elif len(parts) == 3 and parts[0] == "nodes" and parts[2] in _NODE_ACTIONS:
+        table = {"POST": _node_action}
+    elif parts == ["replicas"]:
+        table = {"GET": _list_replicas, "POST": _deploy}
+    elif len(parts) == 2 and parts[0] == "replicas":
+        table = {"GET": _get_replica, "DELETE": _stop}
+    return table.get(method), sorted(table)
+
+
+# --- nodes ---------------------------------------------------------------------------------
+
+
+async def _list_nodes(cp: ControlPlane, request: Request, parts: list[str]) -> Response:
+    return json_response(200, [node_view(cp, n) for n in cp.fleet.nodes()])
+
+
+async def _get_node(cp: ControlPlane, request: Request, parts: list[str]) -> Response:
+    node = cp.fleet.node(parts[1])
+    if node is None:
+        return error_response(404, f"node {parts[1][:80]!r} not found")
+    return json_response(200, node_view(cp, node))
+
+
+async def _node_action(cp: ControlPlane, request: Request, parts: list[str]) -> Response:
+    node_id, action = parts[1], parts[2]
+    fleet = cp.fleet
+    do: dict[str, Callable[[str], tuple[NodeRecord, list[Send]]]] = {
+        "drain": fleet.drain,
+        "maintenance": fleet.maintenance,
+        "resume": fleet.resume,
+    }
+    try:
+        node, sends = do[action](node_id)
+    except UnknownNode:
+        return error_response(404, f"node {node_id[:80]!r} not found")
+    except InvalidTransition as exc:
+        return error_response(409, f"cannot {action} this node: {exc}")
+    await cp.commit(sends)
+    log.info("operator %s", action, extra={"node_id": node_id, "status": node.status.value})
+    return json_response(200, node_view(cp, node))
+
+
+# --- replicas ----------------------------------------------------------------------------------
+
+
+async def _list_replicas(cp: ControlPlane, request: Request, parts: list[str]) -> Response:
+    return json_response(200, [replica_view(r) for r in cp.fleet.replicas()])
+
+
+async def _get_replica(cp: ControlPlane, request: Request, parts: list[str]) -> Response:
+    replica = cp.fleet.replica(parts[1])
+    if replica is None:
+        return error_response(404, f"replica {parts[1][:80]!r} not found")
+    return json_response(200, replica_view(replica))
+
+
+def parse_deploy(body: bytes) -> DeployPayload | Response:
+    """A validated deploy request, or the 400/422 answer naming what is wrong."""
+    try:
+        data = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        return error_response(400, "body: not valid JSON")
+    if not isinstance(data, dict):
+        return error_response(422, "body: expected a JSON object", field="body")
+    unknown = sorted(str(k) for k in data if k not in DEPLOY_FIELDS)
+    if unknown:
+        return error_response(
+            422,
+            f"{unknown[0][:64]}: unknown field (expected {', '.join(sorted(DEPLOY_FIELDS))})",
+            field=unknown[0][:64],
+        )
+    try:
+        if "image" not in data:
+            raise ValidationError("image", "missing required field")
+        image = check_image(data["image"])
+        gpu_count = check_gpu_count(data.get("gpu_count", 0))
+        env_vars = check_env_vars(data.get("env_vars", {}))
+        replica_id = data.get("replica_id")
+        if replica_id is None:
+            replica_id = f"r-{secrets.token_hex(6)}"
+        replica_id = check_replica_id(replica_id)
+    except ValidationError as exc:
+        return error_response(422, str(exc), field=exc.field)
+    return DeployPayload(replica_id=replica_id, image=image, gpu_count=gpu_count, env_vars=env_vars)
+
+
+async def _deploy(cp: ControlPlane, request: Request, parts: list[str]) -> Response:
+    payload = parse_deploy(request.body)
+    if isinstance(payload, Response):
+        return payload
+    try:
+        replica, sends = cp.fleet.deploy(payload)
+    except ReplicaExists as exc:
+        return error_response(409, str(exc), field="replica_id")
+    except NoCapacity as exc:
+        return error_response(409, str(exc), field="gpu_count")
+    await cp.commit(sends)
+    log.info(
+        "replica deployed",
+        extra={
+            "replica_id": replica.replica_id,
+            "node_id": replica.node_id,
+            "image": replica.image,
+            "gpu_count": replica.gpu_count,
+            "env_names": ",".join(sorted(replica.env_vars)),
+        },
+    )
+    return json_response(
+        201,
+        {
+            "replica_id": replica.replica_id,
+            "node_id": replica.node_id,
+            "status": replica.status.value,
+        },
+    )
+
+
+async def _stop(cp: ControlPlane, request: Request, parts: list[str]) -> Response:
+    try:
+        replica, sends = cp.fleet.stop(parts[1])
+    except UnknownReplica:
+        return error_response(404, f"replica {parts[1][:80]!r} not found")
+    await cp.commit(sends)
+    log.info(
+        "replica stop requested",
+        extra={"replica_id": replica.replica_id, "node_id": replica.node_id},
+    )
+    return json_response(202, replica_view(replica))
+
+
+# --- status page -------------------------------------------------------------------------------
+
+
+_STYLE: Final = """
+body{font-family:system-ui,sans-serif;margin:2rem;color:#222}
+table{border-collapse:collapse;margin-bottom:2rem}
+th,td{border:1px solid #ccc;padding:.3rem .6rem;text-align:left;vertical-align:top}
+th{background:#f3f3f3}
+.online{color:#070}.offline{color:#a00}.degraded,.draining,.maintenance{color:#a60}
+small{color:#666}
+"""
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def status_page(cp: ControlPlane) -> Response:
+    fleet = cp.fleet
+    rows = []
+    for node in fleet.nodes():
+        gpus = "<br>".join(
+            f"{_e(g.pci_address)} {_e(g.model)} <small>{_e(g.driver or 'no driver')}</small>"
+            for g in node.gpus
+        )
+        replicas = ", ".join(_e(r.replica_id) for r in fleet.replicas_on(node.node_id))
+        rows.append(
+            "<tr>"
+            f"<td>{_e(node.node_id)}</td><td>{_e(node.hostname)}</td>"
+            f'<td class="{_e(node.status.value)}">{_e(node.status.value)}</td>'
+            f"<td>{gpus or '-'}</td><td>{fleet.gpus_free(node.node_id)}</td>"
+            f"<td>{_e(rfc3339(node.last_seen) or '-')}</td><td>{replicas or '-'}</td>"
+            "</tr>"
+        )
+    replica_rows = [
+        "<tr>"
+        f"<td>{_e(r.replica_id)}</td><td>{_e(r.node_id or '-')}</td><td>{_e(r.image)}</td>"
+        f"<td>{r.gpu_count}</td><td>{_e(r.status.value)}</td><td>{_e(r.error or '')}</td>"
+        "</tr>"
+        for r in fleet.replicas()
+    ]
+    body = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="refresh" content="{PAGE_REFRESH_SECONDS}">
+<title>vectorlay control plane</title><style>{_STYLE}</style></head>
+<body><h1>vectorlay control plane</h1>
+<p><small>Reference control plane; this page refreshes every {PAGE_REFRESH_SECONDS} s.</small></p>
+<h2>Nodes ({len(rows)})</h2>
+<table><tr><th>node</th><th>hostname</th><th>status</th><th>GPUs</th><th>free</th>
+<th>last seen</th><th>replicas</th></tr>
+{"".join(rows) or '<tr><td colspan="7">no nodes yet</td></tr>'}</table>
+<h2>Replicas ({len(replica_rows)})</h2>
+<table><tr><th>replica</th><th>node</th><th>image</th><th>GPUs</th><th>status</th><th>error</th></tr>
+{"".join(replica_rows) or '<tr><td colspan="6">no replicas yet</td></tr>'}</table>
+</body></html>
+"""
+    return Response(200, body.encode("utf-8"), "text/html; charset=utf-8")

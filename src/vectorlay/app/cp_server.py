@@ -1,0 +1,206 @@
+"""The reference control plane: one listener for the agent WebSocket, the admin API and pages.
+
+Wiring: a :class:`~vectorlay.domain.fleet.Fleet` (every decision), a
+:class:`~vectorlay.ports.FleetStore` (durability, written before anything is
+sent), the agent sessions (:mod:`vectorlay.app.cp_session`), the HTTP side
+(:mod:`vectorlay.app.cp_api`), and one rescheduler task that sleeps until the
+earliest moment a disconnected node's replicas are due to move.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+import anyio
+import anyio.abc
+from anyio.abc import SocketAttribute
+
+from vectorlay.app import cp_api
+from vectorlay.app.cp_http import Request, Response, Upgrade, serve_connection
+from vectorlay.app.cp_session import AgentSession, Phase
+from vectorlay.domain.fleet import Fleet, Send
+from vectorlay.domain.heartbeat import (
+    CLOSE_UNAUTHORIZED,
+    DEFAULT_OFFLINE_AFTER,
+    LivenessPolicy,
+)
+from vectorlay.domain.messages import MAX_FRAME_BYTES, SUBPROTOCOL
+from vectorlay.ports import Clock, FleetStore
+
+log = logging.getLogger("vectorlay.controlplane")
+
+AGENT_PATH: Final = "/v1/agent"
+
+
+@dataclass(frozen=True)
+class ControlPlaneConfig:
+    org_tokens: tuple[str, ...] = field(default=(), repr=False)
+    admin_token: str | None = field(default=None, repr=False)
+    offline_after: float = DEFAULT_OFFLINE_AFTER
+
+
+def bearer(header: str | None) -> str | None:
+    """The credential of an ``Authorization: Bearer <token>`` header (scheme case-insensitive)."""
+    if header is None:
+        return None
+    scheme, _, token = header.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        return None
+    return token
+
+
+def token_matches(candidate: str, tokens: Sequence[str]) -> bool:
+    """Constant-time membership: every configured token is compared."""
+    given = candidate.encode("utf-8")
+    found = False
+    for token in tokens:
+        found |= hmac.compare_digest(given, token.encode("utf-8"))
+    return found
+
+
+def _peer(stream: anyio.abc.ByteStream) -> str:
+    address = stream.extra(SocketAttribute.remote_address, None)  # noqa: S610
+    if isinstance(address, tuple) and len(address) >= 2:
+        return f"{address[0]}:{address[1]}"
+    return str(address) if address is not None else "?"
+
+
+class ControlPlane:
+    """Build with a store and a clock, :meth:`load`, then :meth:`serve`."""
+
+    def __init__(self, store: FleetStore, config: ControlPlaneConfig, clock: Clock) -> None:
+        self.store = store
+        self.config = config
+        self.clock = clock
+        self.policy = LivenessPolicy(config.offline_after)
+        self.fleet = Fleet(self.policy, now=clock.monotonic())
+        self.sessions: dict[str, AgentSession] = {}
+        self._commit_lock = anyio.Lock()
+        self._wake = anyio.Event()
+
+    async def load(self) -> None:
+        """Rebuild the fleet from the store: every node offline, given a fresh deadline."""
+        snapshot = await self.store.load()
+        self.fleet = Fleet(self.policy, snapshot, now=self.clock.monotonic())
+        await self.commit([])
+        log.info(
+            "fleet loaded",
+            extra={
+                "nodes": len(snapshot.nodes),
+                "replicas": len(snapshot.replicas),
+                "pending_commands": len(snapshot.commands),
+            },
+        )
+
+    async def serve(
+        self,
+        host: str,
+        port: int,
+        *,
+        task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Listen and serve until cancelled; reports the bound port through ``task_status``."""
+        listener = await anyio.create_tcp_listener(local_host=host, local_port=port)
+        bound = int(listener.extra(SocketAttribute.local_port))  # noqa: S610
+        async with listener, anyio.create_task_group() as tg:
+            tg.start_soon(self._rescheduler)
+            log.info(
+                "control plane listening",
+                extra={"url": f"http://{host}:{bound}", "agent_path": AGENT_PATH},
+            )
+            task_status.started(bound)
+            await listener.serve(self._connection, task_group=tg)
+
+    # --- persistence and delivery ----------------------------------------------------
+
+    async def commit(self, sends: Sequence[Send]) -> None:
+        """Persist what the fleet changed, then deliver its sends to open sessions."""
+        async with self._commit_lock:
+            changes = self.fleet.take_changes()
+            if not changes.empty:
+                await self.store.save(changes)
+        for item in sends:
+            session = self.sessions.get(item.node_id)
+            # A session that has not sent system_info gets its commands from
+            # the resend when it does.
+            if session is not None and session.phase is Phase.STARTED:
+                session.send(item.message)
+
+    def wake_rescheduler(self) -> None:
+        self._wake.set()
+
+    async def _rescheduler(self) -> None:
+        while True:
+            wake = self._wake = anyio.Event()
+            due_at = self.fleet.next_reschedule_at()
+            async with anyio.create_task_group() as tg:
+
+                async def woken(
+                    event: anyio.Event = wake, scope: anyio.CancelScope = tg.cancel_scope
+                ) -> None:
+                    await event.wait()
+                    scope.cancel()
+
+                tg.start_soon(woken)
+                if due_at is not None:
+                    delay = due_at - self.clock.monotonic()
+                    if delay > 0:
+                        await self.clock.sleep(delay)
+                    tg.cancel_scope.cancel()
+            moves, sends = self.fleet.reschedule_due(self.clock.monotonic())
+            for move in moves:
+                log.info(
+                    "replica moved off a node out of contact"
+                    if move.to_node
+                    else "replica waits for room: no online node can take it",
+                    extra={
+                        "replica_id": move.replica_id,
+                        "from_node": move.from_node,
+                        "to_node": move.to_node,
+                    },
+                )
+            await self.commit(sends)
+
+    # --- connections ----------------------------------------------------------------
+
+    async def _connection(self, stream: anyio.abc.ByteStream) -> None:
+        try:
+            await serve_connection(stream, self)
+        except Exception:
+            log.exception("connection handler failed")
+        finally:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(1):
+                await stream.aclose()
+
+    async def http(self, request: Request) -> Response:
+        return await cp_api.handle(self, request)
+
+    def wants_websocket(self, request: Request) -> bool:
+        return request.path == AGENT_PATH and request.method == "GET"
+
+    async def websocket(self, request: Request, upgrade: Upgrade) -> None:
+        peer = _peer(upgrade.stream)
+        if SUBPROTOCOL not in upgrade.subprotocols:
+            await upgrade.reject(400, f"Sec-WebSocket-Protocol: offer {SUBPROTOCOL}")
+            return
+        credential = bearer(request.header("authorization"))
+        registering = credential is not None and token_matches(credential, self.config.org_tokens)
+        node_id: str | None = None
+        if credential is not None and not registering:
+            node_id = await self.store.node_for_token(credential)
+            if node_id is not None and self.fleet.node(node_id) is None:
+                node_id = None
+        ws = await upgrade.accept(SUBPROTOCOL, max_message_bytes=MAX_FRAME_BYTES)
+        if not registering and node_id is None:
+            log.warning(
+                "agent credential rejected (4401)",
+                extra={"peer": peer, "credential": "missing" if credential is None else "unknown"},
+            )
+            await ws.close(CLOSE_UNAUTHORIZED, "unauthorized")
+            return
+        await AgentSession(self, ws, node_id=node_id, peer=peer).run()

@@ -1,0 +1,282 @@
+"""Admin HTTP API, health and status page of the in-process control plane (DESIGN.md section 6)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from tests.integration.cp_client import (
+    ORG_TOKEN,
+    AgentClient,
+    eventually,
+    running_control_plane,
+    system_info,
+)
+from vectorlay.domain.messages import DeployResult, ReplicaStatus, ResultPayload, StopResult
+
+R = ReplicaStatus
+
+
+async def _online_node(
+    cp: Any, ws: AgentClient, *, gpus: int = 2, hostname: str = "test-node"
+) -> str:
+    node_id, _ = await ws.register(gpus=gpus)
+    await ws.send_message(system_info(node_id, gpus=gpus, hostname=hostname))
+    await eventually(lambda: cp.cp.fleet.is_connected(node_id))
+    return node_id
+
+
+async def test_healthz_needs_no_token(tmp_path: Path) -> None:
+    async with running_control_plane(tmp_path) as cp, cp.admin(token=None) as http:
+        response = await http.get("/healthz")
+        assert response.status_code == 200
+        assert response.json() == {"status": "ok"}
+        assert (await http.post("/healthz")).status_code == 405
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/v1/nodes"),
+        ("GET", "/v1/nodes/x"),
+        ("POST", "/v1/nodes/x/drain"),
+        ("GET", "/v1/replicas"),
+        ("POST", "/v1/replicas"),
+        ("DELETE", "/v1/replicas/x"),
+    ],
+)
+async def test_admin_api_wants_the_admin_token(tmp_path: Path, method: str, path: str) -> None:
+    async with running_control_plane(tmp_path) as cp:
+        for token in (None, "wrong", ORG_TOKEN):
+            async with cp.admin(token=token) as http:
+                response = await http.request(method, path)
+            assert response.status_code == 401, token
+            assert response.headers["www-authenticate"].lower().startswith("bearer")
+        async with cp.admin() as http:
+            http.headers["authorization"] = http.headers["authorization"].replace(
+                "Bearer", "BEARER"
+            )
+            assert (await http.get("/v1/nodes")).status_code == 200
+
+
+async def test_admin_api_is_refused_without_a_configured_token(tmp_path: Path) -> None:
+    async with running_control_plane(tmp_path, admin_token=None) as cp, cp.admin() as http:
+        response = await http.get("/v1/nodes")
+        assert response.status_code == 403
+        assert "VECTORLAY_CP_ADMIN_TOKEN" in response.json()["error"]
+
+
+async def test_unknown_paths_and_methods(tmp_path: Path) -> None:
+    async with running_control_plane(tmp_path) as cp, cp.admin() as http:
+        assert (await http.get("/nope")).status_code == 404
+        assert (await http.get("/v1/nope")).status_code == 404
+        assert (await http.get("/v1/nodes/missing")).status_code == 404
+        assert (await http.post("/v1/nodes/missing/drain")).status_code == 404
+        assert (await http.post("/v1/nodes/missing/explode")).status_code == 404
+        assert (await http.delete("/v1/replicas/missing")).status_code == 404
+        put = await http.put("/v1/replicas")
+        assert put.status_code == 405
+        assert put.headers["allow"] == "GET, POST"
+        agent = await http.get("/v1/agent")
+        assert agent.status_code == 426
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field", "mentions"),
+    [
+        (b"{not json", 400, None, "JSON"),
+        (b"", 400, None, "JSON"),
+        (b"[1, 2]", 422, "body", "object"),
+        (b"{}", 422, "image", "missing"),
+        (b'{"image": "Not A Valid Image!"}', 422, "image", "image"),
+        (b'{"image": 5}', 422, "image", "expected str"),
+        (b'{"image": "busybox", "gpu_count": "1"}', 422, "gpu_count", "int"),
+        (b'{"image": "busybox", "gpu_count": -1}', 422, "gpu_count", ">= 0"),
+        (b'{"image": "busybox", "gpu_count": true}', 422, "gpu_count", "int"),
+        (b'{"image": "busybox", "env_vars": []}', 422, "env_vars", "object"),
+        (b'{"image": "busybox", "env_vars": {"1BAD": "v"}}', 422, "env_vars", "1BAD"),
+        (b'{"image": "busybox", "env_vars": {"K": 1}}', 422, "env_vars.K", "str"),
+        (b'{"image": "busybox", "env_vars": {"K": " edge"}}', 422, "env_vars.K", "whitespace"),
+        (b'{"image": "busybox", "env_vars": {"K": "a\\u0000b"}}', 422, "env_vars.K", "NUL"),
+        (b'{"image": "busybox", "replica_id": "-bad"}', 422, "replica_id", "replica_id"),
+        (b'{"image": "busybox", "gpus": 1}', 422, "gpus", "unknown field"),
+    ],
+)
+async def test_deploy_validation_names_the_field(
+    tmp_path: Path, body: bytes, status: int, field: str | None, mentions: str
+) -> None:
+    async with running_control_plane(tmp_path) as cp, cp.admin() as http:
+        response = await http.post(
+            "/v1/replicas", content=body, headers={"content-type": "application/json"}
+        )
+        assert response.status_code == status
+        answer = response.json()
+        assert mentions in answer["error"]
+        assert answer.get("field") == field
+        assert " edge" not in answer["error"]
+
+
+async def test_deploy_conflicts_and_capacity(tmp_path: Path) -> None:
+    async with (
+        running_control_plane(tmp_path) as cp,
+        cp.admin() as http,
+        AgentClient.connect(cp.port, ORG_TOKEN) as ws,
+    ):
+        no_node = await http.post("/v1/replicas", json={"image": "busybox"})
+        assert no_node.status_code == 409
+        assert no_node.json()["field"] == "gpu_count"
+        node_id = await _online_node(cp, ws, gpus=1)
+        first = await http.post(
+            "/v1/replicas", json={"image": "busybox", "replica_id": "r1", "gpu_count": 1}
+        )
+        assert first.status_code == 201
+        assert first.json() == {"replica_id": "r1", "node_id": node_id, "status": "pending"}
+        again = await http.post("/v1/replicas", json={"image": "busybox", "replica_id": "r1"})
+        assert again.status_code == 409
+        assert again.json()["field"] == "replica_id"
+        full = await http.post("/v1/replicas", json={"image": "busybox", "gpu_count": 1})
+        assert full.status_code == 409
+        generated = await http.post("/v1/replicas", json={"image": "busybox"})
+        assert generated.status_code == 201
+        assert generated.json()["replica_id"].startswith("r-")
+
+
+async def test_drain_maintenance_resume(tmp_path: Path) -> None:
+    async with (
+        running_control_plane(tmp_path) as cp,
+        cp.admin() as http,
+        AgentClient.connect(cp.port, ORG_TOKEN) as ws,
+    ):
+        node_id = await _online_node(cp, ws)
+        await http.post("/v1/replicas", json={"image": "busybox", "replica_id": "r1"})
+        await ws.receive_message()
+        await ws.send_message(DeployResult(ResultPayload("r1", R.RUNNING)))
+        drained = await http.post(f"/v1/nodes/{node_id}/drain")
+        assert drained.status_code == 200
+        assert (drained.json()["status"], drained.json()["hold"]) == ("draining", "drain")
+        refused = await http.post("/v1/replicas", json={"image": "busybox"})
+        assert refused.status_code == 409
+        assert (await http.delete("/v1/replicas/r1")).status_code == 202
+        await ws.receive_message()
+        await ws.send_message(StopResult(ResultPayload("r1", R.STOPPED)))
+
+        async def status() -> Any:
+            return (await http.get(f"/v1/nodes/{node_id}")).json()["status"]
+
+        await eventually(lambda: _is(status, "maintenance"))
+        conflict = await http.post(f"/v1/nodes/{node_id}/drain")
+        assert conflict.status_code == 409
+        resumed = await http.post(f"/v1/nodes/{node_id}/resume")
+        assert resumed.status_code == 200
+        assert (resumed.json()["status"], resumed.json()["hold"]) == ("online", None)
+        held = await http.post(f"/v1/nodes/{node_id}/maintenance")
+        assert (held.json()["status"], held.json()["hold"]) == ("maintenance", "maintenance")
+
+
+async def _is(read: Any, wanted: str) -> bool:
+    return bool(await read() == wanted)
+
+
+async def test_node_listing_shape(tmp_path: Path) -> None:
+    async with (
+        running_control_plane(tmp_path) as cp,
+        cp.admin() as http,
+        AgentClient.connect(cp.port, ORG_TOKEN) as ws,
+    ):
+        node_id = await _online_node(cp, ws, gpus=2)
+        nodes = (await http.get("/v1/nodes")).json()
+        assert len(nodes) == 1
+        node = nodes[0]
+        assert set(node) >= {
+            "node_id",
+            "status",
+            "hostname",
+            "gpus",
+            "gpus_free",
+            "dependencies",
+            "last_seen",
+            "replicas",
+            "hold",
+        }
+        assert node["node_id"] == node_id
+        assert node["gpus"][0] == {
+            "pci_address": "0000:17:00.0",
+            "vendor": "nvidia",
+            "vendor_id": "10de",
+            "device_id": "2330",
+            "model": "GH100 [H100 SXM5 80GB]",
+            "driver": "vfio-pci",
+            "iommu_group": "25",
+        }
+        assert node["gpus_free"] == 2
+        assert node["replicas"] == []
+        assert [d["name"] for d in node["dependencies"]][:2] == ["containerd", "nerdctl"]
+
+
+async def test_status_page_escapes_and_refreshes(tmp_path: Path) -> None:
+    async with (
+        running_control_plane(tmp_path) as cp,
+        cp.admin(token=None) as http,
+        AgentClient.connect(cp.port, ORG_TOKEN) as ws,
+    ):
+        empty = await http.get("/")
+        assert "no nodes yet" in empty.text
+        node_id = await _online_node(cp, ws, hostname="<script>alert(1)</script>")
+        page = await http.get("/")
+        assert page.status_code == 200
+        assert page.headers["content-type"].startswith("text/html")
+        assert '<meta http-equiv="refresh"' in page.text
+        assert "<script>" not in page.text
+        assert "&lt;script&gt;" in page.text
+        assert node_id in page.text
+        assert "online" in page.text
+
+
+async def test_keep_alive_serves_several_requests_on_one_connection(tmp_path: Path) -> None:
+    async with running_control_plane(tmp_path) as cp:
+        stream = await anyio.connect_tcp("127.0.0.1", cp.port)
+        async with stream:
+            request = b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n"
+            await stream.send(request + request)
+            received = b""
+            with anyio.fail_after(5):
+                while received.count(b"HTTP/1.1 200") < 2:
+                    received += await stream.receive()
+
+
+async def test_oversized_and_malformed_requests(tmp_path: Path) -> None:
+    async with running_control_plane(tmp_path) as cp, cp.admin() as http:
+        big = await http.post(
+            "/v1/replicas",
+            content=b"x" * (1024 * 1024 + 1),
+            headers={"content-type": "application/json"},
+        )
+        assert big.status_code == 413
+        stream = await anyio.connect_tcp("127.0.0.1", cp.port)
+        async with stream:
+            await stream.send(b"NOT HTTP AT ALL\r\n\r\n")
+            with anyio.fail_after(5):
+                answer = await stream.receive()
+            assert answer.startswith(b"HTTP/1.1 400")
+        # The server is still serving.
+        assert (await http.get("/healthz")).status_code == 200
+
+
+async def test_get_one_replica_and_list_hides_env(tmp_path: Path) -> None:
+    async with (
+        running_control_plane(tmp_path) as cp,
+        cp.admin() as http,
+        AgentClient.connect(cp.port, ORG_TOKEN) as ws,
+    ):
+        await _online_node(cp, ws)
+        await http.post(
+            "/v1/replicas",
+            json={"image": "busybox", "replica_id": "r1", "env_vars": {"TOKEN": "s3cr3t"}},
+        )
+        one = await http.get("/v1/replicas/r1")
+        assert one.json()["status"] == "pending"
+        for response in (one, await http.get("/v1/replicas"), await http.get("/v1/nodes")):
+            assert "s3cr3t" not in response.text

@@ -1,0 +1,497 @@
+"""Control-plane decisions on the shared domain: liveness, scheduling, rescheduling, drain.
+
+Time is passed in (monotonic seconds), so every deadline is checked exactly.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import msgspec
+import pytest
+
+from vectorlay.adapters.memory import sample_report
+from vectorlay.domain.fleet import (
+    CommandKind,
+    Fleet,
+    FleetSnapshot,
+    NoCapacity,
+    NodeRecord,
+    PendingCommand,
+    ReplicaExists,
+    ReplicaPhase,
+    ReplicaRecord,
+    Send,
+    UnknownNode,
+    UnknownReplica,
+    WrongNode,
+)
+from vectorlay.domain.heartbeat import LivenessPolicy
+from vectorlay.domain.messages import (
+    Deploy,
+    DeployPayload,
+    Gpu,
+    Hardware,
+    RegisterPayload,
+    ReplicaReport,
+    ReplicaStatus,
+    ResultPayload,
+    Stop,
+    StopPayload,
+    SystemInfoPayload,
+)
+from vectorlay.domain.node import Hold, Node, Status
+from vectorlay.errors import InvalidTransition
+
+WALL = datetime(2026, 1, 1, tzinfo=UTC)
+R = ReplicaStatus
+
+
+def hardware(gpus: int, *, other_driver: int = 0) -> Hardware:
+    base = sample_report(gpus=gpus).hardware
+    extra = [
+        Gpu(f"0000:{0x80 + i:02x}:00.0", "nvidia", "10de", "2330", "H100", "nvidia", None)
+        for i in range(other_driver)
+    ]
+    return msgspec.structs.replace(base, gpus=[*base.gpus, *extra])
+
+
+def info(
+    node_id: str,
+    *,
+    gpus: int = 2,
+    ready: bool = True,
+    replicas: dict[str, ReplicaStatus] | None = None,
+) -> SystemInfoPayload:
+    report = sample_report(gpus=gpus, ready=ready)
+    return SystemInfoPayload(
+        node_id=node_id,
+        agent_version="0.1.0",
+        hardware=hardware(gpus),
+        dependencies=report.dependencies,
+        ready=ready,
+        replicas=[ReplicaReport(k, v) for k, v in (replicas or {}).items()],
+    )
+
+
+def add_node(
+    fleet: Fleet, node_id: str, *, gpus: int = 2, ready: bool = True, now: float = 0.0
+) -> list[Send]:
+    report = sample_report(gpus=gpus, ready=ready)
+    fleet.register(
+        node_id,
+        RegisterPayload("0.1.0", hardware(gpus), report.dependencies),
+        now=now,
+        wall=WALL,
+    )
+    return fleet.session_started(node_id, info(node_id, gpus=gpus, ready=ready), now=now, wall=WALL)
+
+
+def deploy(replica_id: str, gpu_count: int = 1, **env: str) -> DeployPayload:
+    return DeployPayload(replica_id, "ghcr.io/acme/llm:1.2", gpu_count, dict(env))
+
+
+def ok(replica_id: str, status: ReplicaStatus = R.RUNNING) -> ResultPayload:
+    return ResultPayload(replica_id, status)
+
+
+def node_of(fleet: Fleet, node_id: str) -> NodeRecord:
+    node = fleet.node(node_id)
+    assert node is not None
+    return node
+
+
+@pytest.fixture
+def fleet() -> Fleet:
+    return Fleet(LivenessPolicy(60.0), now=0.0)
+
+
+# --- liveness -------------------------------------------------------------------------
+
+
+def test_liveness_deadline_is_exactly_offline_after_since_the_last_frame(fleet: Fleet) -> None:
+    add_node(fleet, "a", now=100.0)
+    assert fleet.liveness_deadline("a") == 160.0
+    fleet.touch("a", now=130.5, wall=WALL)
+    assert fleet.liveness_deadline("a") == 190.5
+
+
+def test_replicas_move_exactly_offline_after_since_the_last_frame(fleet: Fleet) -> None:
+    add_node(fleet, "a", now=0.0)
+    add_node(fleet, "b", now=0.0)
+    fleet.deploy(deploy("r1", 1))
+    assert fleet.replica("r1") is not None
+    first = fleet.replica("r1")
+    assert first is not None
+    assert first.node_id is not None
+    home = first.node_id
+    other = "b" if home == "a" else "a"
+    fleet.touch(home, now=10.0, wall=WALL)
+    fleet.touch(other, now=69.0, wall=WALL)
+    assert fleet.disconnect(home)
+    assert fleet.next_reschedule_at() == 70.0
+    assert fleet.reschedule_due(69.999) == ([], [])
+    moves, sends = fleet.reschedule_due(70.0)
+    assert [(m.replica_id, m.from_node, m.to_node) for m in moves] == [("r1", home, other)]
+    assert [(s.node_id, type(s.message)) for s in sends] == [(other, Deploy)]
+    replica = fleet.replica("r1")
+    assert replica is not None
+    assert (replica.node_id, replica.status) == (other, ReplicaPhase.PENDING)
+    assert fleet.next_reschedule_at() is None
+
+
+def test_node_that_reconnects_before_the_deadline_keeps_its_replicas(fleet: Fleet) -> None:
+    add_node(fleet, "a")
+    add_node(fleet, "b")
+    replica, _ = fleet.deploy(deploy("r1", 1))
+    home = replica.node_id
+    assert home is not None
+    fleet.disconnect(home)
+    fleet.session_started(home, info(home, replicas={"r1": R.RUNNING}), now=59.0, wall=WALL)
+    assert fleet.next_reschedule_at() is None
+    assert fleet.reschedule_due(1000.0) == ([], [])
+    assert fleet.replica("r1") == msgspec.structs.replace(replica, status=ReplicaPhase.RUNNING)
+
+
+def test_disconnect_is_offline_at_once_and_keeps_the_hold(fleet: Fleet) -> None:
+    add_node(fleet, "a")
+    fleet.drain("a")
+    fleet.disconnect("a")
+    node = fleet.node("a")
+    assert node is not None
+    assert (node.status, node.state.hold) == (Status.OFFLINE, Hold.MAINTENANCE)
+
+
+# --- scheduling -----------------------------------------------------------------------
+
+
+def test_deploy_goes_to_an_online_node_with_enough_free_assignable_gpus(fleet: Fleet) -> None:
+    add_node(fleet, "small", gpus=1)
+    add_node(fleet, "big", gpus=4)
+    add_node(fleet, "degraded", gpus=8, ready=False)
+    replica, sends = fleet.deploy(deploy("r1", 3, MODEL="secret"))
+    assert replica.node_id == "big"
+    assert sends == [
+        Send("big", Deploy(DeployPayload("r1", "ghcr.io/acme/llm:1.2", 3, {"MODEL": "secret"})))
+    ]
+    assert fleet.gpus_free("big") == 1
+    with pytest.raises(NoCapacity, match="gpu_count"):
+        fleet.deploy(deploy("r2", 2))
+    assert fleet.replica("r2") is None
+
+
+def test_only_vfio_gpus_with_an_iommu_group_count(fleet: Fleet) -> None:
+    fleet.register("a", RegisterPayload("0.1.0", hardware(1, other_driver=3), []), now=0, wall=WALL)
+    payload = msgspec.structs.replace(info("a"), hardware=hardware(1, other_driver=3))
+    fleet.session_started("a", payload, now=0.0, wall=WALL)
+    assert fleet.gpus_free("a") == 1
+
+
+def test_spreads_by_free_gpus_then_replica_count(fleet: Fleet) -> None:
+    add_node(fleet, "a", gpus=0)
+    add_node(fleet, "b", gpus=0)
+    placed = [fleet.deploy(deploy(f"r{i}", 0))[0].node_id for i in range(4)]
+    assert placed == ["a", "b", "a", "b"]
+
+
+def test_replica_id_is_unique_for_ever(fleet: Fleet) -> None:
+    add_node(fleet, "a")
+    fleet.deploy(deploy("r1", 0))
+    fleet.stop("r1")
+    fleet.stop_result("a", ok("r1", R.STOPPED))
+    with pytest.raises(ReplicaExists):
+        fleet.deploy(deploy("r1", 0))
+
+
+def test_gpus_free_on_stop_confirmation_or_exit(fleet: Fleet) -> None:
+    add_node(fleet, "a", gpus=2)
+    fleet.deploy(deploy("r1", 1))
+    fleet.deploy(deploy("r2", 1))
+    fleet.deploy_result("a", ok("r1"))
+    assert fleet.gpus_free("a") == 0
+    fleet.stop("r1")
+    assert fleet.gpus_free("a") == 0  # stopping still holds it
+    fleet.stop_result("a", ok("r1", R.STOPPED))
+    assert fleet.gpus_free("a") == 1
+    fleet.heartbeat("a", [ReplicaReport("r2", R.FAILED)])
+    assert fleet.gpus_free("a") == 2
+    replica = fleet.replica("r2")
+    assert replica is not None
+    assert replica.status is ReplicaPhase.FAILED
+
+
+def test_failed_deploy_result_keeps_the_agents_error(fleet: Fleet) -> None:
+    add_node(fleet, "a")
+    fleet.deploy(deploy("r1", 1))
+    fleet.deploy_result("a", ResultPayload("r1", R.FAILED, "image not found: x"))
+    replica = fleet.replica("r1")
+    assert replica is not None
+    assert (replica.status, replica.error) == (ReplicaPhase.FAILED, "image not found: x")
+
+
+# --- commands -------------------------------------------------------------------------
+
+
+def test_unanswered_commands_are_resent_on_resume_and_answered_ones_never(fleet: Fleet) -> None:
+    add_node(fleet, "a")
+    fleet.deploy(deploy("r1", 1))
+    fleet.deploy(deploy("r2", 1))
+    fleet.deploy_result("a", ok("r1"))
+    fleet.disconnect("a")
+    sends = fleet.session_started("a", info("a"), now=1.0, wall=WALL)
+    assert [(type(s.message), s.message.payload.replica_id) for s in sends] == [(Deploy, "r2")]
+    fleet.deploy_result("a", ok("r2"))
+    fleet.disconnect("a")
+    assert fleet.session_started("a", info("a"), now=2.0, wall=WALL) == []
+
+
+def test_commands_for_an_offline_node_wait_for_its_return(fleet: Fleet) -> None:
+    add_node(fleet, "a")
+    fleet.deploy(deploy("r1", 1))
+    fleet.deploy_result("a", ok("r1"))
+    fleet.disconnect("a")
+    replica, sends = fleet.stop("r1")
+    assert sends == []
+    assert replica.status is ReplicaPhase.STOPPING
+    resent = fleet.session_started("a", info("a", replicas={"r1": R.RUNNING}), now=1, wall=WALL)
+    assert resent == [Send("a", Stop(StopPayload("r1")))]
+
+
+def test_a_later_command_replaces_the_unanswered_one(fleet: Fleet) -> None:
+    add_node(fleet, "a")
+    fleet.deploy(deploy("r1", 1))
+    fleet.stop("r1")
+    assert [(c.replica_id, c.kind) for c in fleet.pending_commands("a")] == [
+        ("r1", CommandKind.STOP)
+    ]
+    # The deploy's late answer clears nothing and does not undo the stop.
+    fleet.deploy_result("a", ok("r1"))
+    assert [c.kind for c in fleet.pending_commands("a")] == [CommandKind.STOP]
+    replica = fleet.replica("r1")
+    assert replica is not None
+    assert replica.status is ReplicaPhase.STOPPING
+    fleet.stop_result("a", ok("r1", R.STOPPED))
+    assert fleet.pending_commands() == []
+    replica = fleet.replica("r1")
+    assert replica is not None
+    assert replica.status is ReplicaPhase.STOPPED
+
+
+def test_results_for_unknown_replicas_are_ignored(fleet: Fleet) -> None:
+    add_node(fleet, "a")
+    fleet.take_changes()
+    assert fleet.deploy_result("a", ok("ghost")) == []
+    assert fleet.stop_result("a", ok("ghost", R.STOPPED)) == []
+    assert fleet.heartbeat("a", [ReplicaReport("ghost", R.RUNNING)]) == []
+    assert fleet.take_changes().empty
+
+
+def test_stopping_a_waiting_replica_needs_no_node(fleet: Fleet) -> None:
+    add_node(fleet, "a")
+    fleet.deploy(deploy("r1", 2))
+    fleet.disconnect("a")
+    fleet.reschedule_due(60.0)
+    replica, sends = fleet.stop("r1")
+    assert (replica.node_id, replica.status, sends) == (None, ReplicaPhase.STOPPED, [])
+    with pytest.raises(UnknownReplica):
+        fleet.stop("nope")
+
+
+# --- rescheduling and duplicates ------------------------------------------------------
+
+
+def test_moved_replica_waits_without_room_then_lands_when_a_node_comes(fleet: Fleet) -> None:
+    add_node(fleet, "a", gpus=2)
+    fleet.deploy(deploy("r1", 2))
+    fleet.deploy_result("a", ok("r1"))
+    fleet.disconnect("a")
+    moves, sends = fleet.reschedule_due(60.0)
+    assert [(m.to_node, sends) for m in moves] == [(None, [])]
+    # The pending deploy to the old node is gone: it must not start it on return.
+    assert fleet.pending_commands("a") == []
+    sends = add_node(fleet, "b", gpus=2, now=70.0)
+    assert [(s.node_id, type(s.message)) for s in sends] == [("b", Deploy)]
+    replica = fleet.replica("r1")
+    assert replica is not None
+    assert replica.node_id == "b"
+
+
+def test_old_node_returning_with_the_moved_replica_gets_a_stop(fleet: Fleet) -> None:
+    add_node(fleet, "a")
+    add_node(fleet, "b", gpus=1)
+    fleet.deploy(deploy("r1", 2))  # only "a" has two
+    fleet.deploy_result("a", ok("r1"))
+    fleet.disconnect("a")
+    add_node(fleet, "c", gpus=2, now=30.0)
+    fleet.reschedule_due(60.0)
+    replica = fleet.replica("r1")
+    assert replica is not None
+    assert replica.node_id == "c"
+    sends = fleet.session_started("a", info("a", replicas={"r1": R.RUNNING}), now=61, wall=WALL)
+    assert [(s.node_id, type(s.message), s.message.payload.replica_id) for s in sends] == [
+        ("a", Stop, "r1")
+    ]
+    # Its late deploy_result neither moves the replica back nor repeats the stop.
+    assert fleet.deploy_result("a", ok("r1")) == []
+    assert fleet.heartbeat("a", [ReplicaReport("r1", R.RUNNING)]) == []
+    replica = fleet.replica("r1")
+    assert replica is not None
+    assert (replica.node_id, replica.status) == ("c", ReplicaPhase.PENDING)
+    # Its stop_result does not stop the new copy.
+    fleet.stop_result("a", ok("r1", R.STOPPED))
+    replica = fleet.replica("r1")
+    assert replica is not None
+    assert replica.status is ReplicaPhase.PENDING
+    assert fleet.pending_commands("a") == []
+
+
+def test_stopping_replicas_stay_with_their_node(fleet: Fleet) -> None:
+    add_node(fleet, "a")
+    add_node(fleet, "b")
+    replica, _ = fleet.deploy(deploy("r1", 1))
+    assert replica.node_id is not None
+    fleet.stop("r1")
+    fleet.disconnect(replica.node_id)
+    assert fleet.next_reschedule_at() is None
+    assert fleet.reschedule_due(1000.0) == ([], [])
+
+
+# --- drain, maintenance, resume -------------------------------------------------------
+
+
+def test_drain_waits_for_replicas_then_maintenance_and_resume(fleet: Fleet) -> None:
+    add_node(fleet, "a")
+    fleet.deploy(deploy("r1", 1))
+    fleet.deploy_result("a", ok("r1"))
+    node, _ = fleet.drain("a")
+    assert node.status is Status.DRAINING
+    with pytest.raises(NoCapacity):
+        fleet.deploy(deploy("r2", 0))
+    fleet.heartbeat("a", [ReplicaReport("r1", R.RUNNING)])
+    assert node_of(fleet, "a").status is Status.DRAINING
+    fleet.stop("r1")
+    fleet.stop_result("a", ok("r1", R.STOPPED))
+    assert node_of(fleet, "a").status is Status.MAINTENANCE
+    with pytest.raises(InvalidTransition):
+        fleet.drain("a")
+    node, _ = fleet.resume("a")
+    assert (node.status, node.state.hold) == (Status.ONLINE, None)
+
+
+def test_drain_of_an_empty_node_is_maintenance_at_once(fleet: Fleet) -> None:
+    add_node(fleet, "a")
+    node, _ = fleet.drain("a")
+    assert (node.status, node.state.hold) == (Status.MAINTENANCE, Hold.MAINTENANCE)
+
+
+def test_exited_replica_ends_a_drain(fleet: Fleet) -> None:
+    add_node(fleet, "a")
+    fleet.deploy(deploy("r1", 1))
+    fleet.drain("a")
+    fleet.heartbeat("a", [ReplicaReport("r1", R.EXITED)])
+    node = fleet.node("a")
+    assert node is not None
+    assert node.status is Status.MAINTENANCE
+
+
+def test_holds_apply_to_offline_nodes_and_on_reconnect(fleet: Fleet) -> None:
+    add_node(fleet, "a")
+    fleet.disconnect("a")
+    node, _ = fleet.maintenance("a")
+    assert (node.status, node.state.hold) == (Status.OFFLINE, Hold.MAINTENANCE)
+    fleet.session_started("a", info("a"), now=1, wall=WALL)
+    assert node_of(fleet, "a").status is Status.MAINTENANCE
+    node, _ = fleet.resume("a")
+    assert node.status is Status.ONLINE
+    with pytest.raises(UnknownNode):
+        fleet.drain("nope")
+
+
+def test_resume_of_a_node_with_failed_deps_is_degraded(fleet: Fleet) -> None:
+    add_node(fleet, "a", ready=False)
+    fleet.maintenance("a")
+    node, _ = fleet.resume("a")
+    assert node.status is Status.DEGRADED
+
+
+def test_resume_places_waiting_replicas(fleet: Fleet) -> None:
+    add_node(fleet, "a", gpus=1)
+    add_node(fleet, "b", gpus=1)
+    fleet.maintenance("b")
+    fleet.deploy(deploy("r1", 1))
+    fleet.disconnect("a")
+    moves, _ = fleet.reschedule_due(60.0)
+    assert moves[0].to_node is None
+    _, sends = fleet.resume("b")
+    assert [s.node_id for s in sends] == ["b"]
+
+
+# --- sessions -------------------------------------------------------------------------
+
+
+def test_system_info_sets_status_by_ready(fleet: Fleet) -> None:
+    add_node(fleet, "a", ready=False)
+    node = fleet.node("a")
+    assert node is not None
+    assert node.status is Status.DEGRADED
+    fleet.session_started("a", info("a", ready=True), now=1, wall=WALL)
+    node = fleet.node("a")
+    assert node is not None
+    assert node.status is Status.ONLINE
+    fleet.disconnect("a")
+    with pytest.raises(NoCapacity):
+        fleet.deploy(deploy("r1", 0))
+
+
+def test_newer_session_replaces_a_connected_one(fleet: Fleet) -> None:
+    add_node(fleet, "a")
+    fleet.session_started("a", info("a"), now=1, wall=WALL)
+    assert fleet.is_connected("a")
+    node = fleet.node("a")
+    assert node is not None
+    assert node.status is Status.ONLINE
+
+
+def test_system_info_for_another_node_is_refused(fleet: Fleet) -> None:
+    add_node(fleet, "a")
+    with pytest.raises(WrongNode):
+        fleet.session_started("a", info("b"), now=1, wall=WALL)
+
+
+# --- persistence ----------------------------------------------------------------------
+
+
+def test_changes_name_what_to_write(fleet: Fleet) -> None:
+    add_node(fleet, "a")
+    changes = fleet.take_changes()
+    assert [n.node_id for n in changes.nodes] == ["a"]
+    fleet.deploy(deploy("r1", 1, TOKEN="s3cret"))
+    changes = fleet.take_changes()
+    assert [r.replica_id for r in changes.replicas] == ["r1"]
+    assert [(c.node_id, c.replica_id, c.kind) for c in changes.commands_put] == [
+        ("a", "r1", CommandKind.DEPLOY)
+    ]
+    fleet.deploy_result("a", ok("r1"))
+    changes = fleet.take_changes()
+    assert changes.commands_deleted == [("a", "r1")]
+    assert fleet.take_changes().empty
+    assert "s3cret" not in repr(fleet.replica("r1"))
+
+
+def test_snapshot_restores_nodes_offline_with_a_fresh_deadline() -> None:
+    node = NodeRecord("a", Node(Status.ONLINE, None, True), hardware=hardware(2), ready=True)
+    replica = ReplicaRecord("r1", "img", 1, {"K": "v"}, "a", ReplicaPhase.RUNNING)
+    command = PendingCommand("a", "r1", CommandKind.STOP, 7)
+    fleet = Fleet(LivenessPolicy(60.0), FleetSnapshot([node], [replica], [command]), now=1000.0)
+    loaded = fleet.node("a")
+    assert loaded is not None
+    assert loaded.status is Status.OFFLINE
+    assert not fleet.is_connected("a")
+    assert fleet.liveness_deadline("a") == 1060.0
+    assert fleet.next_reschedule_at() == 1060.0
+    assert [n.node_id for n in fleet.take_changes().nodes] == ["a"]
+    sends = fleet.session_started("a", info("a", replicas={"r1": R.RUNNING}), now=1001, wall=WALL)
+    assert [type(s.message) for s in sends] == [Stop]
+    # Sequence numbers continue after the loaded ones.
+    fleet.deploy(deploy("r2", 0))
+    assert max(c.seq for c in fleet.pending_commands()) == 8
