@@ -53,10 +53,14 @@ from vectorlay.errors import (
 # --- clock -------------------------------------------------------------------
 
 
+_Sleeper = tuple[float, anyio.Event]
+
+
 class ManualClock:
     """A clock that moves only when a test calls :meth:`advance`.
 
-    Sleepers whose deadline is reached wake up; follow ``advance`` with
+    Sleepers whose deadline is reached wake up, earliest deadline first (ties
+    in the order they went to sleep); follow ``advance`` with
     ``await anyio.wait_all_tasks_blocked()`` to let them run.
     """
 
@@ -64,7 +68,9 @@ class ManualClock:
         self._now = start
         self._wall0 = wall or datetime(2026, 1, 1, tzinfo=UTC)
         self._start = start
-        self._sleepers: list[tuple[float, anyio.Event]] = []
+        self._sleepers: list[_Sleeper] = []
+        # Due sleepers not yet resumed; only the first one's event is set.
+        self._waking: list[_Sleeper] = []
 
     def monotonic(self) -> float:
         return self._now
@@ -76,16 +82,36 @@ class ManualClock:
         if seconds <= 0 or math.isnan(seconds):
             await anyio.lowlevel.checkpoint()
             return
-        event = anyio.Event()
-        self._sleepers.append((self._now + seconds, event))
-        await event.wait()
+        entry = (self._now + seconds, anyio.Event())
+        self._sleepers.append(entry)
+        try:
+            await entry[1].wait()
+        finally:
+            # A cancelled sleeper must not linger in `sleepers`/`next_deadline`.
+            self._sleepers = [s for s in self._sleepers if s is not entry]
+            self._pass_on(entry)
+
+    def _pass_on(self, entry: _Sleeper) -> None:
+        # Schedulers do not promise to run woken tasks in the order their
+        # events were set (trio shuffles on purpose), so due sleepers are
+        # woken one at a time: each resumed sleeper wakes the next.
+        was_first = bool(self._waking) and self._waking[0] is entry
+        self._waking = [s for s in self._waking if s is not entry]
+        if was_first and self._waking:
+            self._waking[0][1].set()
 
     def advance(self, seconds: float) -> None:
+        """Move the clock; wake every sleeper now due, earliest deadline first."""
         self._now += seconds
-        due = [s for s in self._sleepers if s[0] <= self._now]
+        due = sorted((s for s in self._sleepers if s[0] <= self._now), key=lambda s: s[0])
+        if not due:
+            return
         self._sleepers = [s for s in self._sleepers if s[0] > self._now]
-        for _, event in due:
-            event.set()
+        # Earlier advances' due sleepers all have earlier deadlines: append.
+        idle = not self._waking
+        self._waking.extend(due)
+        if idle:
+            self._waking[0][1].set()
 
     @property
     def sleepers(self) -> int:
@@ -255,6 +281,9 @@ class MemoryRuntime:
     _failures: dict[str, list[Exception]] = field(default_factory=dict)
     _gates: dict[str, anyio.Event] = field(default_factory=dict)
     _changed: anyio.Event | None = None
+    # Counts status changes so that a change made while a consumer of
+    # changes() is busy is still reported on its next iteration.
+    _version: int = 0
 
     def fail_next(self, op: str, error: Exception) -> None:
         self._failures.setdefault(op, []).append(error)
@@ -274,6 +303,7 @@ class MemoryRuntime:
         self._notify()
 
     def _notify(self) -> None:
+        self._version += 1
         if self._changed is not None:
             self._changed.set()
             self._changed = None
@@ -308,10 +338,13 @@ class MemoryRuntime:
         return [self.containers[k] for k in sorted(self.containers)]
 
     async def changes(self) -> AsyncIterator[None]:
+        seen = self._version
         while True:
-            if self._changed is None:
-                self._changed = anyio.Event()
-            await self._changed.wait()
+            while self._version == seen:
+                if self._changed is None:
+                    self._changed = anyio.Event()
+                await self._changed.wait()
+            seen = self._version
             yield
 
 

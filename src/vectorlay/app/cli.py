@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from vectorlay import __version__
 from vectorlay.app import logs
@@ -48,13 +48,34 @@ class UsageError(Exception):
     """A flag or environment value that cannot be used; one line for the operator."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse without prefix matching, and without echoing stray values.
+
+    Prefix matching would read ``--token SECRET`` as ``--token-file SECRET``
+    and print the secret in the "cannot read" error; and argparse's own
+    "unrecognized arguments" error repeats every value, so a token pasted
+    on the command line would land in the error output too.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(**kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        prefix = "unrecognized arguments: "
+        if message.startswith(prefix):
+            names = [a.split("=", 1)[0] for a in message[len(prefix) :].split() if a[:1] == "-"]
+            message = f"{prefix}{' '.join(names) or '(values not shown)'}"
+        super().error(message)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG,
         description="Node agent of the vectorlay GPU cloud.",
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     check = sub.add_parser("check", help="probe this host (hardware, GPUs, dependencies)")
     check.add_argument("--json", action="store_true", help="print one JSON object")
@@ -201,9 +222,10 @@ def agent_settings(args: argparse.Namespace, env: Mapping[str, str]) -> AgentSet
             raise UsageError(f"--token-file: {args.token_file} is empty")
     elif env.get("VECTORLAY_ORG_TOKEN", "").strip():
         token = env["VECTORLAY_ORG_TOKEN"].strip()
-    ca_file = _value(args.ca_file, env, "VECTORLAY_CA_FILE", None, _path)
+    ca_raw, ca_where = _pick(args.ca_file, env, "VECTORLAY_CA_FILE")
+    ca_file = Path(ca_raw) if ca_raw is not None else None
     if ca_file is not None and not ca_file.is_file():
-        raise UsageError(f"--ca-file: {ca_file} is not a readable file")
+        raise UsageError(f"{ca_where}: {ca_file} is not a readable file")
     return AgentSettings(
         control_plane_url=_value(
             args.control_plane, env, "VECTORLAY_CONTROL_PLANE_URL", None, _text
@@ -246,7 +268,13 @@ def agent_settings(args: argparse.Namespace, env: Mapping[str, str]) -> AgentSet
 def _listen(raw: str, where: str) -> tuple[str, int]:
     host, sep, port_text = raw.rpartition(":")
     host = host.strip("[]")
-    if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+    # isascii: str.isdigit() accepts digits such as "²" that int() refuses.
+    if (
+        not sep
+        or not host
+        or not (port_text.isascii() and port_text.isdigit())
+        or not 0 <= int(port_text) <= 65535
+    ):
         raise UsageError(f"{where}: expected HOST:PORT, got {raw[:60]!r}")
     return host, int(port_text)
 

@@ -313,10 +313,15 @@ _MISSING: Final = re.compile(r"^Object missing required field `(?P<field>[^`]+)`
 
 def _explain(raw: str, data: bytes | str, known: frozenset[str]) -> ProtocolError:
     """Turn msgspec's text into ``<type>.<path>: <problem>`` plus what is readable."""
-    mtype, replica_id = _peek(data)
+    peek = _peek(data)
+    mtype, replica_id = peek.mtype, peek.replica_id
     match = _AT_PATH.match(raw)
     what = match.group("what") if match else raw
     path = (match.group("path") if match else None) or ""
+    if path.startswith(_ENV_VALUE_PATH) and peek.bad_env_name is not None:
+        # msgspec names a dict value only as "[...]"; the contract names the
+        # variable (never its value).
+        path = f".payload.env_vars.{peek.bad_env_name}{path[len(_ENV_VALUE_PATH) :]}"
     missing = _MISSING.match(what)
     if missing:
         path = f"{path}.{missing.group('field')}"
@@ -331,6 +336,11 @@ def _explain(raw: str, data: bytes | str, known: frozenset[str]) -> ProtocolErro
             return UnknownMessageType(
                 f"message.type: unknown message type {_clip(mtype)!r}", message_type=mtype
             )
+        # A known type that still fails on "type" (a repeated key): the tag
+        # itself is at fault, not a field of that message.
+        return InvalidMessage(
+            f"message.type: {_first_line(problem)}", message_type=mtype, replica_id=replica_id
+        )
     prefix = mtype if mtype in known else "message"
     where = f"{prefix}{path}" if path else prefix
     return InvalidMessage(
@@ -338,27 +348,56 @@ def _explain(raw: str, data: bytes | str, known: frozenset[str]) -> ProtocolErro
     )
 
 
+_ENV_VALUE_PATH: Final = ".payload.env_vars[...]"
+_ENV_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
 class _PeekPayload(msgspec.Struct):
     replica_id: Any = None
+    env_vars: msgspec.Raw = msgspec.Raw(b"null")
 
 
 class _Peek(msgspec.Struct):
     type: Any = None
-    payload: Any = None
+    # Raw: the payload is only scanned, so a bad value elsewhere in it (a
+    # number out of range, say) does not hide the replica id.
+    payload: msgspec.Raw = msgspec.Raw(b"null")
 
 
-def _peek(data: bytes | str) -> tuple[str | None, str | None]:
-    """Best-effort read of ``type`` and ``payload.replica_id`` from a bad frame."""
+class _Peeked(msgspec.Struct, frozen=True):
+    mtype: str | None = None
+    replica_id: str | None = None
+    bad_env_name: str | None = None
+
+
+_UNREADABLE: Final = (msgspec.DecodeError, msgspec.ValidationError, RecursionError, ValueError)
+
+
+def _peek(data: bytes | str) -> _Peeked:
+    """Best-effort read of ``type``, ``payload.replica_id`` and a bad env name."""
     try:
         peek = msgspec.json.decode(data, type=_Peek)
-    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, ValueError):
-        return None, None
+    except _UNREADABLE:
+        return _Peeked()
     mtype = peek.type if isinstance(peek.type, str) else None
-    replica_id = None
-    if isinstance(peek.payload, dict):
-        rid = peek.payload.get("replica_id")
-        replica_id = rid if isinstance(rid, str) else None
-    return mtype, replica_id
+    try:
+        payload = msgspec.json.decode(peek.payload, type=_PeekPayload)
+    except _UNREADABLE:
+        return _Peeked(mtype)
+    replica_id = payload.replica_id if isinstance(payload.replica_id, str) else None
+    return _Peeked(mtype, replica_id, _first_non_string(payload.env_vars))
+
+
+def _first_non_string(env_vars: msgspec.Raw) -> str | None:
+    """The first env var (a well-formed name) whose value is not a JSON string."""
+    try:
+        env = msgspec.json.decode(env_vars, type=dict[str, msgspec.Raw])
+    except _UNREADABLE:
+        return None
+    for name, raw in env.items():
+        if not bytes(raw).startswith(b'"'):
+            return name if _ENV_NAME.fullmatch(name) else None
+    return None
 
 
 def _clip(text: str, limit: int = 64) -> str:

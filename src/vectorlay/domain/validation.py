@@ -74,12 +74,25 @@ def check_image(value: Any, field: str = "image") -> str:
         raise ValidationError(field, f"image name longer than {MAX_IMAGE_NAME} characters")
     if domain is not None and not _looks_like_registry(domain) and not re.fullmatch(_PATH, domain):
         raise ValidationError(field, f"not a valid image reference: {_show(value)}")
+    if domain is not None and _looks_like_registry(domain):
+        _check_port(domain, field)
     if digest is not None:
         algorithm, _, hex_part = digest.partition(":")
         want = _DIGEST_HEX_LEN.get(algorithm)
-        if want is not None and len(hex_part) != want:
-            raise ValidationError(field, f"{algorithm} digest must be {want} hex characters")
+        # The registered algorithms are lowercase hex of a fixed length
+        # (OCI image spec); containerd refuses anything else.
+        if want is not None and (len(hex_part) != want or hex_part != hex_part.lower()):
+            raise ValidationError(
+                field, f"{algorithm} digest must be {want} lowercase hex characters"
+            )
     return value
+
+
+def _check_port(domain: str, field: str) -> None:
+    _, sep, port = domain.rpartition(":")
+    # "[::1]" has colons but no port; a port follows the last "]" if any.
+    if sep and "]" not in port and not 0 < int(port) <= 65535:
+        raise ValidationError(field, f"registry port out of range: {port}")
 
 
 def _looks_like_registry(component: str) -> bool:

@@ -1,0 +1,409 @@
+"""Command-line settings: flags beat environment, clear usage errors, tokens kept off argv."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import types
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vectorlay import __version__
+from vectorlay.app import cli, logs
+from vectorlay.app.cli import (
+    UsageError,
+    agent_settings,
+    check_settings,
+    control_plane_settings,
+    main,
+)
+from vectorlay.app.settings import AgentSettings, CheckSettings, ControlPlaneSettings
+
+SECRET = "org-tok-SECRET-5f2c"
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    return cli._parser().parse_args(list(argv))
+
+
+def agent(*argv: str, env: Mapping[str, str] | None = None) -> AgentSettings:
+    return agent_settings(parse("run", *argv), env or {})
+
+
+def cp(*argv: str, env: Mapping[str, str] | None = None) -> ControlPlaneSettings:
+    return control_plane_settings(parse("control-plane", *argv), env or {})
+
+
+def check(*argv: str, env: Mapping[str, str] | None = None) -> CheckSettings:
+    return check_settings(parse("check", *argv), env or {})
+
+
+def usage_error(build: Callable[[], object]) -> str:
+    with pytest.raises(UsageError) as info:
+        build()
+    return str(info.value)
+
+
+# --- agent settings ------------------------------------------------------------------
+
+
+def test_agent_defaults() -> None:
+    settings = agent()
+    assert settings == AgentSettings()
+    assert settings.control_plane_url is None
+    assert settings.org_token is None
+    assert settings.state_dir == Path("/var/lib/vectorlay")
+    assert settings.data_path == Path("/data")
+    assert settings.heartbeat_interval == 30.0
+    assert settings.reconnect_delay == 5.0
+    assert settings.oci_runtime == "io.containerd.kata.v2"
+    assert settings.nerdctl == "nerdctl"
+    assert settings.stop_timeout == 30.0
+    assert (settings.backend, settings.log.format, settings.log.level) == (
+        "asyncio",
+        "text",
+        "info",
+    )
+
+
+# (flag, environment variable, attribute, flag value, env value, expected from flag, from env)
+AGENT_TABLE: list[tuple[str, str, str, str, str, Any, Any]] = [
+    (
+        "--control-plane",
+        "VECTORLAY_CONTROL_PLANE_URL",
+        "control_plane_url",
+        "wss://a.example/v1/agent",
+        "wss://b.example/v1/agent",
+        "wss://a.example/v1/agent",
+        "wss://b.example/v1/agent",
+    ),
+    ("--state-dir", "VECTORLAY_STATE_DIR", "state_dir", "/s1", "/s2", Path("/s1"), Path("/s2")),
+    ("--data-path", "VECTORLAY_DATA_PATH", "data_path", "/d1", "/d2", Path("/d1"), Path("/d2")),
+    (
+        "--heartbeat-interval",
+        "VECTORLAY_HEARTBEAT_INTERVAL",
+        "heartbeat_interval",
+        "10",
+        "2.5",
+        10.0,
+        2.5,
+    ),
+    ("--reconnect-delay", "VECTORLAY_RECONNECT_DELAY", "reconnect_delay", "1", "0", 1.0, 0.0),
+    ("--oci-runtime", "VECTORLAY_OCI_RUNTIME", "oci_runtime", "runc", "kata", "runc", "kata"),
+    ("--nerdctl", "VECTORLAY_NERDCTL", "nerdctl", "/opt/n", "/usr/n", "/opt/n", "/usr/n"),
+    ("--stop-timeout", "VECTORLAY_STOP_TIMEOUT", "stop_timeout", "0", "45", 0.0, 45.0),
+    ("--backend", "VECTORLAY_BACKEND", "backend", "trio", "asyncio", "trio", "asyncio"),
+]
+
+
+@pytest.mark.parametrize(
+    ("flag", "var", "attr", "flag_value", "env_value", "from_flag", "from_env"), AGENT_TABLE
+)
+def test_agent_flag_beats_env_and_env_is_used_without_flag(
+    flag: str,
+    var: str,
+    attr: str,
+    flag_value: str,
+    env_value: str,
+    from_flag: Any,
+    from_env: Any,
+) -> None:
+    env = {var: env_value}
+    assert getattr(agent(flag, flag_value, env=env), attr) == from_flag
+    assert getattr(agent(env=env), attr) == from_env
+    # An empty variable counts as unset.
+    assert getattr(agent(env={var: ""}), attr) == getattr(AgentSettings(), attr)
+
+
+@pytest.mark.parametrize(
+    ("flag", "var", "bad"),
+    [
+        ("--heartbeat-interval", "VECTORLAY_HEARTBEAT_INTERVAL", "abc"),
+        ("--heartbeat-interval", "VECTORLAY_HEARTBEAT_INTERVAL", "0"),
+        ("--heartbeat-interval", "VECTORLAY_HEARTBEAT_INTERVAL", "-1"),
+        ("--heartbeat-interval", "VECTORLAY_HEARTBEAT_INTERVAL", "nan"),
+        ("--heartbeat-interval", "VECTORLAY_HEARTBEAT_INTERVAL", "inf"),
+        ("--heartbeat-interval", "VECTORLAY_HEARTBEAT_INTERVAL", "1e999"),
+        ("--reconnect-delay", "VECTORLAY_RECONNECT_DELAY", "-0.5"),
+        ("--reconnect-delay", "VECTORLAY_RECONNECT_DELAY", "5s"),
+        ("--stop-timeout", "VECTORLAY_STOP_TIMEOUT", "-1"),
+        ("--stop-timeout", "VECTORLAY_STOP_TIMEOUT", ""),
+        ("--backend", "VECTORLAY_BACKEND", "curio"),
+        ("--log-format", "VECTORLAY_LOG_FORMAT", "xml"),
+        ("--log-level", "VECTORLAY_LOG_LEVEL", "loud"),
+    ],
+)
+def test_bad_values_name_the_flag_or_the_variable(flag: str, var: str, bad: str) -> None:
+    from_flag = usage_error(lambda: agent(flag, bad))
+    assert from_flag.startswith(f"{flag}: ")
+    if bad:
+        from_env = usage_error(lambda: agent(env={var: bad}))
+        assert from_env.startswith(f"{var}: ")
+    assert "\n" not in from_flag
+
+
+def test_bad_number_message_quotes_a_clipped_value() -> None:
+    text = usage_error(lambda: agent("--heartbeat-interval", "x" * 500))
+    assert text.startswith("--heartbeat-interval: expected a number of seconds")
+    assert len(text) < 120
+
+
+def test_choices_are_case_insensitive() -> None:
+    settings = agent(
+        "--backend", "TRIO", "--log-format", "Json", env={"VECTORLAY_LOG_LEVEL": "DEBUG"}
+    )
+    assert (settings.backend, settings.log.format, settings.log.level) == ("trio", "json", "debug")
+
+
+def test_ca_file_must_exist_and_the_error_names_its_source(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    assert agent("--ca-file", str(ca)).ca_file == ca
+    assert agent(env={"VECTORLAY_CA_FILE": str(ca)}).ca_file == ca
+    missing = str(tmp_path / "missing.pem")
+    assert usage_error(lambda: agent("--ca-file", missing)).startswith("--ca-file: ")
+    text = usage_error(lambda: agent(env={"VECTORLAY_CA_FILE": missing}))
+    assert text.startswith("VECTORLAY_CA_FILE: ")
+    assert usage_error(lambda: agent("--ca-file", str(tmp_path))).startswith("--ca-file: ")
+
+
+def test_insecure_is_a_plain_switch() -> None:
+    assert agent("--insecure").insecure is True
+    assert agent().insecure is False
+
+
+# --- the org token ----------------------------------------------------------------------
+
+
+def test_token_from_file_is_stripped(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(f"  {SECRET}\n\n")
+    assert agent("--token-file", str(token_file)).org_token == SECRET
+
+
+def test_token_from_environment_when_no_file() -> None:
+    assert agent(env={"VECTORLAY_ORG_TOKEN": f" {SECRET} "}).org_token == SECRET
+    assert agent(env={"VECTORLAY_ORG_TOKEN": "   "}).org_token is None
+
+
+def test_token_file_beats_environment(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("from-file")
+    settings = agent("--token-file", str(token_file), env={"VECTORLAY_ORG_TOKEN": SECRET})
+    assert settings.org_token == "from-file"
+
+
+def test_unreadable_or_empty_token_file_is_a_usage_error(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.write_text(" \n")
+    binary = tmp_path / "binary"
+    binary.write_bytes(b"\xff\xfe" + SECRET.encode())
+    for path in (tmp_path / "missing", tmp_path, empty, binary):
+        with pytest.raises(UsageError) as info:
+            agent("--token-file", str(path))
+        text = str(info.value)
+        assert text.startswith("--token-file: ")
+        assert SECRET not in text
+        assert "\n" not in text
+
+
+def test_settings_repr_never_shows_the_token() -> None:
+    settings = agent(env={"VECTORLAY_ORG_TOKEN": SECRET})
+    assert settings.org_token == SECRET
+    assert SECRET not in repr(settings)
+    assert SECRET not in str(settings)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "--token", SECRET],
+        ["run", f"--token={SECRET}"],
+        ["run", "--org-token", SECRET],
+        ["run", "--tok", SECRET],  # no prefix matching onto --token-file
+        ["run", "--token-f", SECRET],
+        ["run", SECRET],
+    ],
+)
+def test_token_is_never_taken_from_argv(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(argv, env={})
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "error:" in err
+    assert SECRET not in err
+
+
+# --- check and control-plane settings -------------------------------------------------
+
+
+def test_check_settings() -> None:
+    assert check() == CheckSettings()
+    settings = check("--json", "--data-path", "/mnt/d", env={"VECTORLAY_NERDCTL": "/opt/nerdctl"})
+    assert settings.json is True
+    assert settings.data_path == Path("/mnt/d")
+    assert settings.nerdctl == "/opt/nerdctl"
+    assert check(env={"VECTORLAY_DATA_PATH": "/e"}).data_path == Path("/e")
+    assert check("--data-path", "/f", env={"VECTORLAY_DATA_PATH": "/e"}).data_path == Path("/f")
+    assert usage_error(lambda: check("--backend", "x")).startswith("--backend: ")
+
+
+def test_control_plane_defaults() -> None:
+    settings = cp()
+    assert (settings.host, settings.port) == ("127.0.0.1", 8787)
+    assert settings.db == Path("vectorlay-cp.sqlite3")
+    assert settings.org_tokens == ()
+    assert settings.admin_token is None
+    assert settings.offline_after == 60.0
+
+
+@pytest.mark.parametrize(
+    ("raw", "host", "port"),
+    [
+        ("0.0.0.0:9000", "0.0.0.0", 9000),
+        ("localhost:0", "localhost", 0),
+        ("[::1]:8787", "::1", 8787),
+        ("[::]:65535", "::", 65535),
+    ],
+)
+def test_listen_address(raw: str, host: str, port: int) -> None:
+    settings = cp("--listen", raw)
+    assert (settings.host, settings.port) == (host, port)
+    settings = cp(env={"VECTORLAY_CP_LISTEN": raw})
+    assert (settings.host, settings.port) == (host, port)
+
+
+@pytest.mark.parametrize(
+    "raw", ["8787", "host:", ":8787", "host:65536", "host:-1", "host:x", "h:²"]
+)
+def test_bad_listen_address(raw: str) -> None:
+    assert usage_error(lambda: cp("--listen", raw)).startswith("--listen: expected HOST:PORT")
+    text = usage_error(lambda: cp(env={"VECTORLAY_CP_LISTEN": raw}))
+    assert text.startswith("VECTORLAY_CP_LISTEN: expected HOST:PORT")
+
+
+def test_control_plane_flag_beats_env() -> None:
+    env = {
+        "VECTORLAY_CP_LISTEN": "127.0.0.1:1",
+        "VECTORLAY_CP_DB": "/env.db",
+        "VECTORLAY_CP_OFFLINE_AFTER": "5",
+    }
+    from_env = cp(env=env)
+    assert (from_env.port, from_env.db, from_env.offline_after) == (1, Path("/env.db"), 5.0)
+    from_flags = cp("--listen", "127.0.0.1:2", "--db", "/f.db", "--offline-after", "0.5", env=env)
+    assert (from_flags.port, from_flags.db, from_flags.offline_after) == (2, Path("/f.db"), 0.5)
+    assert usage_error(lambda: cp("--offline-after", "0")).startswith("--offline-after: ")
+    text = usage_error(lambda: cp(env={"VECTORLAY_CP_OFFLINE_AFTER": "x"}))
+    assert text.startswith("VECTORLAY_CP_OFFLINE_AFTER: ")
+
+
+def test_control_plane_tokens_from_files_and_env(tmp_path: Path) -> None:
+    org = tmp_path / "org"
+    org.write_text(f"\n  {SECRET}  \n\nsecond\n")
+    admin = tmp_path / "admin"
+    admin.write_text("\nadmin-1\nadmin-2\n")
+    env = {"VECTORLAY_CP_ORG_TOKENS": "e1, e2,,", "VECTORLAY_CP_ADMIN_TOKEN": " env-admin "}
+    from_env = cp(env=env)
+    assert from_env.org_tokens == ("e1", "e2")
+    assert from_env.admin_token == "env-admin"
+    from_files = cp("--org-token-file", str(org), "--admin-token-file", str(admin), env=env)
+    assert from_files.org_tokens == (SECRET, "second")
+    assert from_files.admin_token == "admin-1"
+    assert SECRET not in repr(from_files)
+    assert "admin-1" not in repr(from_files)
+    text = usage_error(lambda: cp("--org-token-file", str(tmp_path / "nope")))
+    assert text.startswith("--org-token-file: ")
+    text = usage_error(lambda: cp("--admin-token-file", str(tmp_path / "nope")))
+    assert text.startswith("--admin-token-file: ")
+
+
+# --- main -----------------------------------------------------------------------------
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"vectorlay-agent {__version__}"
+
+
+def test_no_command_prints_help_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([], env={}) == 2
+    assert "usage: vectorlay-agent" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "needle"),
+    [
+        (["run", "--heartbeat-interval", "soon"], {}, "--heartbeat-interval: "),
+        (["run"], {"VECTORLAY_RECONNECT_DELAY": "-3"}, "VECTORLAY_RECONNECT_DELAY: "),
+        (["run", "--token-file", "/nonexistent/token"], {}, "--token-file: "),
+        (["check", "--backend", "gevent"], {}, "--backend: "),
+        (["control-plane", "--listen", "nowhere"], {}, "--listen: "),
+        (["run", "--no-such-flag"], {}, "unrecognized arguments: --no-such-flag"),
+        (["reboot"], {}, "invalid choice"),
+    ],
+)
+def test_usage_errors_exit_2_with_one_line(
+    argv: list[str], env: dict[str, str], needle: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(argv, env=env)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("vectorlay-agent")
+    assert needle in last
+
+
+def install_fake_command(monkeypatch: pytest.MonkeyPatch, module: str, code: int) -> list[object]:
+    """Replace a command module so main() dispatches without running anything."""
+    seen: list[object] = []
+
+    def fake_main(settings: object) -> int:
+        seen.append(settings)
+        return code
+
+    fake = types.ModuleType(module)
+    fake.main = fake_main  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, module, fake)
+    monkeypatch.setattr(logs, "configure", lambda *args: None)
+    return seen
+
+
+@pytest.mark.parametrize(
+    ("argv", "module", "kind"),
+    [
+        (["check", "--json"], "vectorlay.app.check", CheckSettings),
+        (["run", "--heartbeat-interval", "7"], "vectorlay.app.agent", AgentSettings),
+        (
+            ["control-plane", "--listen", "127.0.0.1:1"],
+            "vectorlay.app.controlplane",
+            ControlPlaneSettings,
+        ),
+    ],
+)
+@pytest.mark.parametrize("code", [0, 1])
+def test_main_dispatches_with_settings_and_returns_the_exit_code(
+    monkeypatch: pytest.MonkeyPatch, argv: list[str], module: str, kind: type, code: int
+) -> None:
+    seen = install_fake_command(monkeypatch, module, code)
+    assert main(argv, env={}) == code
+    assert len(seen) == 1
+    assert isinstance(seen[0], kind)
+
+
+def test_main_reads_the_real_environment_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = install_fake_command(monkeypatch, "vectorlay.app.agent", 0)
+    monkeypatch.setenv("VECTORLAY_HEARTBEAT_INTERVAL", "3")
+    monkeypatch.setenv("VECTORLAY_ORG_TOKEN", SECRET)
+    assert main(["run"]) == 0
+    settings = seen[0]
+    assert isinstance(settings, AgentSettings)
+    assert settings.heartbeat_interval == 3.0
+    assert settings.org_token == SECRET
