@@ -1,0 +1,299 @@
+"""A fake Linux host on disk, for probe tests and the probe benchmark.
+
+``build_fake_host(tmp)`` lays out, under one folder::
+
+    bin/     fake lspci, nvidia-smi, containerd, nerdctl, kata-runtime, virtiofsd
+    fake/    what each fake answers (see _respond.sh)
+    proc/    cpuinfo, meminfo, modules, sys/kernel/hostname   -> HOST_PROC
+    sys/     bus/pci/devices/*, devices/pci0000:00/*, module/* -> HOST_SYS
+    data/    the data path
+
+The PCI functions in ``sys/`` describe the same machine as the lspci
+fixture the fake lspci prints, so that the lspci path and the sysfs path
+must find the same GPUs.  lspci output and ``--version`` answers are real
+fixtures from ``tests/fixtures/``; cpuinfo, meminfo, IOMMU group numbers and
+nvidia-smi utilization figures are made up for the fake host.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+HERE: Final = Path(__file__).resolve().parent
+FIXTURES: Final = HERE.parent.parent / "fixtures"
+PROGRAMS: Final = ("lspci", "nvidia-smi", "containerd", "nerdctl", "kata-runtime", "virtiofsd")
+TOOLS: Final = ("containerd", "nerdctl", "kata-runtime", "virtiofsd")
+LSPCI_ARGS: Final = "-Dvmmnnk"
+NVIDIA_SMI_ARGS: Final = "--query-gpu=pci.bus_id,utilization.gpu --format=csv,noheader,nounits"
+LIBKMOD_WARNING: Final = "lspci: Unable to load libkmod resources: error -2\n"
+
+VERSION_FIXTURES: Final = {
+    "containerd": "versions/containerd_--version_v1.7.3.txt",
+    "nerdctl": "versions/nerdctl_--version_2.2.1.txt",
+    "kata-runtime": "versions/kata_runtime_--version_3.0.0.txt",
+    "virtiofsd": "versions/virtiofsd_--version_rust_1.14.0.txt",
+}
+EXPECTED_VERSIONS: Final = {
+    "containerd": "1.7.3",
+    "nerdctl": "2.2.1",
+    "kata-runtime": "3.0.0",
+    "virtiofsd": "1.14.0",
+}
+PROC_MODULES_FIXTURE: Final = "vfio/kr_ubuntu_proc_modules_vfio_with_iommufd_CONVERTED.txt"
+HOSTNAME: Final = "gpu-node-17"
+CPU_MODEL: Final = "AMD EPYC 7763 64-Core Processor"
+CPUS: Final = 4
+MEM_TOTAL_KB: Final = 528_000_000  # 503.5 GiB -> reported as 504
+MEM_AVAILABLE_KB: Final = 402_653_184  # 384 GiB available -> 120 GiB used
+
+
+@dataclass(frozen=True)
+class FakeFunction:
+    """A PCI function as sysfs shows it (``class_code`` with its prog-if: ``030000``)."""
+
+    address: str
+    class_code: str
+    vendor: str
+    device: str
+    driver: str | None = None
+    iommu_group: str | None = None
+
+
+@dataclass(frozen=True)
+class Profile:
+    lspci_fixture: str
+    functions: tuple[FakeFunction, ...]
+    nvidia_smi_stdout: str = ""
+
+    @property
+    def gpu_addresses(self) -> list[str]:
+        return sorted(
+            f.address
+            for f in self.functions
+            if f.class_code[:4] in {"0300", "0302", "0380", "1200"} and f.vendor in {"10de", "1002"}
+        )
+
+
+_HOST_BRIDGE: Final = FakeFunction("0000:00:00.0", "060000", "8086", "09a2")
+
+
+def _passthrough() -> Profile:
+    functions = [_HOST_BRIDGE]
+    for group, bus in enumerate(("5a", "5d", "62", "63", "d8", "d9", "dc", "e2"), start=30):
+        functions.append(
+            FakeFunction(f"0000:{bus}:00.0", "030000", "10de", "26b1", "vfio-pci", str(group))
+        )
+        functions.append(
+            FakeFunction(f"0000:{bus}:00.1", "040300", "10de", "22ba", "vfio-pci", str(group))
+        )
+    return Profile("lspci/rtx6000ada_x8_vfio_lspci_Dvmmnnk_CONVERTED.txt", tuple(functions))
+
+
+def _nvidia_driver() -> Profile:
+    functions = [_HOST_BRIDGE]
+    for group, bus in ((12, "05"), (13, "0a")):
+        functions.append(
+            FakeFunction(f"0000:{bus}:00.0", "030000", "10de", "2204", "nvidia", str(group))
+        )
+        functions.append(
+            FakeFunction(f"0000:{bus}:00.1", "040300", "10de", "1aef", "snd_hda_intel", str(group))
+        )
+    # Utilization 40 and 61: the mean 50.5 is reported as 51.
+    smi = "00000000:05:00.0, 40\n00000000:0A:00.0, 61\n"
+    return Profile("lspci/dual_rtx3090_nvidia_lspci_Dvmmnnk_CONVERTED.txt", tuple(functions), smi)
+
+
+PASSTHROUGH: Final = _passthrough()
+NVIDIA_DRIVER: Final = _nvidia_driver()
+
+
+@dataclass
+class FakeHost:
+    root: Path
+    profile: Profile
+    extra_path: list[str] = field(default_factory=list)
+
+    @property
+    def bin(self) -> Path:
+        return self.root / "bin"
+
+    @property
+    def fake(self) -> Path:
+        return self.root / "fake"
+
+    @property
+    def proc(self) -> Path:
+        return self.root / "proc"
+
+    @property
+    def sys(self) -> Path:
+        return self.root / "sys"
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def path_env(self) -> str:
+        return os.pathsep.join([str(self.bin), *self.extra_path])
+
+    def env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
+        """An environment for the CLI on this host (PATH holds the fakes only)."""
+        env = dict(base or {})
+        env.update(
+            PATH=self.path_env,
+            HOST_PROC=str(self.proc),
+            HOST_SYS=str(self.sys),
+            VECTORLAY_DATA_PATH=str(self.data),
+        )
+        return env
+
+    def calls(self) -> list[str]:
+        """Every fake program run so far, as "<name> <arguments>"."""
+        log = self.fake / "calls.log"
+        return log.read_text().splitlines() if log.exists() else []
+
+    def programs_run(self) -> list[str]:
+        return [line.split(" ", 1)[0] for line in self.calls()]
+
+    # --- changing the host --------------------------------------------------------
+
+    def remove_program(self, name: str) -> None:
+        (self.bin / name).unlink()
+
+    def hang(self, name: str) -> None:
+        (self.fake / f"{name}.mode").write_text("hang\n")
+
+    def hung_pid(self, name: str) -> int | None:
+        """The pid of the hung ``name``, once it has been started."""
+        path = self.fake / f"{name}.pid"
+        return int(path.read_text()) if path.exists() else None
+
+    def answer(
+        self, name: str, stdout: str | bytes = b"", stderr: str | bytes = b"", status: int = 0
+    ) -> None:
+        for suffix, data in (("stdout", stdout), ("stderr", stderr)):
+            raw = data.encode() if isinstance(data, str) else data
+            (self.fake / f"{name}.{suffix}").write_bytes(raw)
+        (self.fake / f"{name}.status").write_text(f"{status}\n")
+
+    def bind(self, address: str, driver: str | None) -> None:
+        """Bind ``address`` to ``driver`` in sysfs (``None``: unbind)."""
+        link = _device_dir(self.sys, address) / "driver"
+        if link.is_symlink():
+            link.unlink()
+        if driver is not None:
+            _link_driver(self.sys, address, driver)
+
+    def remove_proc_modules(self) -> None:
+        (self.proc / "modules").unlink()
+
+    def set_proc_modules(self, text: str) -> None:
+        (self.proc / "modules").write_text(text)
+
+    def add_builtin_modules(self, names: Iterable[str]) -> None:
+        for name in names:
+            (self.sys / "module" / name / "parameters").mkdir(parents=True, exist_ok=True)
+
+
+def running(pid: int) -> bool:
+    """Alive, as opposed to gone or a zombie waiting for init to reap it."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def build_fake_host(root: Path, profile: Profile = PASSTHROUGH) -> FakeHost:
+    """A ready host: every program present and answering, vfio loaded, GPUs in sysfs."""
+    host = FakeHost(root, profile)
+    for folder in (host.bin, host.fake, host.proc / "sys" / "kernel", host.data):
+        folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(HERE / "_respond.sh", host.fake / "_respond.sh")
+    for name in PROGRAMS:
+        shutil.copy2(HERE / name, host.bin / name)
+    for tool, fixture in VERSION_FIXTURES.items():
+        host.answer(tool, stdout=(FIXTURES / fixture).read_bytes())
+        (host.fake / f"{tool}.args").write_text("--version\n")
+    host.answer(
+        "lspci",
+        stdout=(FIXTURES / profile.lspci_fixture).read_bytes(),
+        stderr=LIBKMOD_WARNING,
+    )
+    (host.fake / "lspci.args").write_text(LSPCI_ARGS + "\n")
+    host.answer("nvidia-smi", stdout=profile.nvidia_smi_stdout)
+    (host.fake / "nvidia-smi.args").write_text(NVIDIA_SMI_ARGS + "\n")
+    _write_proc(host.proc)
+    _write_sys(host.sys, profile.functions)
+    return host
+
+
+def _write_proc(proc: Path) -> None:
+    cpuinfo = "".join(
+        f"processor\t: {n}\nvendor_id\t: AuthenticAMD\nmodel name\t: {CPU_MODEL}\n\n"
+        for n in range(CPUS)
+    )
+    (proc / "cpuinfo").write_text(cpuinfo)
+    (proc / "meminfo").write_text(
+        f"MemTotal:       {MEM_TOTAL_KB} kB\n"
+        "MemFree:         1000000 kB\n"
+        f"MemAvailable:   {MEM_AVAILABLE_KB} kB\n"
+        "Buffers:          200000 kB\n"
+    )
+    (proc / "sys" / "kernel" / "hostname").write_text(HOSTNAME + "\n")
+    shutil.copy(FIXTURES / PROC_MODULES_FIXTURE, proc / "modules")
+
+
+def _device_dir(sys_root: Path, address: str) -> Path:
+    return sys_root / "devices" / "pci0000:00" / address
+
+
+def _link_driver(sys_root: Path, address: str, driver: str) -> None:
+    (sys_root / "bus" / "pci" / "drivers" / driver).mkdir(parents=True, exist_ok=True)
+    (_device_dir(sys_root, address) / "driver").symlink_to(f"../../../bus/pci/drivers/{driver}")
+
+
+def _write_sys(sys_root: Path, functions: Iterable[FakeFunction]) -> None:
+    devices = sys_root / "bus" / "pci" / "devices"
+    devices.mkdir(parents=True)
+    (sys_root / "module").mkdir()
+    for function in functions:
+        real = _device_dir(sys_root, function.address)
+        real.mkdir(parents=True)
+        (real / "class").write_text(f"0x{function.class_code}\n")
+        (real / "vendor").write_text(f"0x{function.vendor}\n")
+        (real / "device").write_text(f"0x{function.device}\n")
+        if function.driver is not None:
+            _link_driver(sys_root, function.address, function.driver)
+        if function.iommu_group is not None:
+            (sys_root / "kernel" / "iommu_groups" / function.iommu_group).mkdir(
+                parents=True, exist_ok=True
+            )
+            (real / "iommu_group").symlink_to(
+                f"../../../kernel/iommu_groups/{function.iommu_group}"
+            )
+        (devices / function.address).symlink_to(f"../../../devices/pci0000:00/{function.address}")
+
+
+__all__ = [
+    "EXPECTED_VERSIONS",
+    "NVIDIA_DRIVER",
+    "PASSTHROUGH",
+    "PROGRAMS",
+    "TOOLS",
+    "FakeFunction",
+    "FakeHost",
+    "Profile",
+    "build_fake_host",
+    "running",
+]
