@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import random
+import signal
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -296,7 +297,8 @@ class Agent:
                     return EXIT_UNAUTHORIZED
                 log.warning("session closed by the control plane (code %d)", exc.code)
             except TransportError as exc:
-                log.warning("session ended: %s", exc)
+                if not self._stopping:
+                    log.warning("session ended: %s", exc)
             session, self._session = self._session, None
             if self._stopping:
                 break
@@ -721,5 +723,61 @@ def main(settings: AgentSettings) -> int:
     return anyio.run(_main, settings, backend=settings.backend)
 
 
+def build_agent(settings: AgentSettings) -> Agent:
+    """The one place where the real adapters are chosen and wired."""
+    # Imported here so that library users of Agent on in-memory adapters do
+    # not pay for httpx, psutil and friends.
+    from vectorlay.adapters.clock import SystemClock
+    from vectorlay.adapters.filesystem import FileConfigStore
+    from vectorlay.adapters.host import HostProbe
+    from vectorlay.adapters.nerdctl import NerdctlRuntime
+    from vectorlay.adapters.websocket import WebSocketTransport, check_url
+
+    if settings.control_plane_url:
+        check_url(settings.control_plane_url, insecure=settings.insecure)
+    policy = HeartbeatPolicy(interval=settings.heartbeat_interval)
+    return Agent(
+        AgentConfig(
+            control_plane_url=settings.control_plane_url,
+            org_token=settings.org_token,
+            heartbeat_interval=settings.heartbeat_interval,
+            reconnect_delay=settings.reconnect_delay,
+            stop_timeout=settings.stop_timeout,
+        ),
+        transport=WebSocketTransport(
+            user_agent=f"vectorlay-agent/{__version__}",
+            ca_file=settings.ca_file,
+            insecure=settings.insecure,
+            ping_after=policy.ping_after,
+            pong_timeout=policy.pong_timeout,
+        ),
+        runtime=NerdctlRuntime(
+            nerdctl=settings.nerdctl,
+            oci_runtime=settings.oci_runtime,
+            env_dir=settings.state_dir / "env",
+        ),
+        probe=HostProbe(data_path=settings.data_path, nerdctl=settings.nerdctl),
+        store=FileConfigStore(settings.state_dir),
+        clock=SystemClock(),
+    )
+
+
 async def _main(settings: AgentSettings) -> int:
-    raise NotImplementedError("the real adapters are wired in a later change")
+    try:
+        agent = build_agent(settings)
+    except (InsecureURL, ConfigError) as exc:
+        log.error("%s", exc)
+        return EXIT_CONFIG
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_stop_on_signal, agent)
+        code = await agent.run()
+        tg.cancel_scope.cancel()
+    log.info("agent stopped (exit status %d); containers left running", code)
+    return code
+
+
+async def _stop_on_signal(agent: Agent) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            log.info("%s received: closing the session and exiting", signal.Signals(signum).name)
+            agent.request_stop()
