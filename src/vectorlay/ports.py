@@ -28,7 +28,9 @@ class Connection(Protocol):
         """The next frame: ``str`` for text, ``bytes`` for a binary frame.
 
         Raises ``ConnectionClosed`` (with the peer's close code),
-        ``ConnectionLost`` or ``PeerUnresponsive`` when the session ends.
+        ``ConnectionLost`` or ``PeerUnresponsive`` when the session ends, and
+        ``MessageTooLarge`` for a frame it dropped unread (the session stays
+        open).
         """
         ...
 

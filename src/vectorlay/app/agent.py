@@ -26,6 +26,7 @@ import signal
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Final
 
 import anyio
@@ -411,8 +412,8 @@ class Agent:
         )
         with anyio.fail_after(self.config.registration_timeout):
             while True:
-                frame = await session.conn.receive()
                 try:
+                    frame = await session.conn.receive()
                     msg = decode_inbound(frame) if isinstance(frame, str) else None
                 except ProtocolError as exc:
                     log.warning("ignoring bad frame while registering: %s", exc)
@@ -450,7 +451,11 @@ class Agent:
 
     async def _read(self, session: _Session) -> None:
         while True:
-            frame = await session.conn.receive()
+            try:
+                frame = await session.conn.receive()
+            except ProtocolError as exc:  # an oversize frame the transport dropped
+                await self._reject(session, exc)
+                continue
             if isinstance(frame, bytes):
                 await self._send(
                     session,
@@ -735,6 +740,7 @@ def build_agent(settings: AgentSettings) -> Agent:
 
     if settings.control_plane_url:
         check_url(settings.control_plane_url, insecure=settings.insecure)
+    _ensure_private_dir(settings.state_dir)
     policy = HeartbeatPolicy(interval=settings.heartbeat_interval)
     return Agent(
         AgentConfig(
@@ -760,6 +766,16 @@ def build_agent(settings: AgentSettings) -> Agent:
         store=FileConfigStore(settings.state_dir),
         clock=SystemClock(),
     )
+
+
+def _ensure_private_dir(path: Path) -> None:
+    """Create the state dir 0700 before any adapter creates something inside it."""
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the state dir {path}: {exc.strerror}") from None
+    if path.stat().st_mode & 0o077:
+        log.warning("state dir %s is accessible to other users; it should be mode 0700", path)
 
 
 async def _main(settings: AgentSettings) -> int:
