@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -382,3 +386,32 @@ async def test_config_store_round_trip_and_failures() -> None:
 async def test_config_store_can_start_with_a_config() -> None:
     config = NodeConfig("node-1", "t", URL)
     assert await MemoryConfigStore(config).load() == config
+
+
+# --- docs/library.md: its example is a test of its own ---------------------------------------
+
+LIBRARY_DOC = Path(__file__).resolve().parents[2] / "docs" / "library.md"
+
+
+def library_example() -> dict[str, Any]:
+    """Run the doc's Python example as a module and return its namespace."""
+    text = LIBRARY_DOC.read_text(encoding="utf-8")
+    blocks = re.findall(r"^```python\n(.*?)^```", text, re.MULTILINE | re.DOTALL)
+    assert len(blocks) == 1, "docs/library.md should hold one Python example"
+    namespace: dict[str, Any] = {"__name__": "library_doc_example"}
+    exec(compile(blocks[0], str(LIBRARY_DOC), "exec"), namespace)  # noqa: S102
+    return namespace
+
+
+LIBRARY_TESTS = sorted(name for name in library_example() if name.startswith("test_"))
+
+
+def test_library_doc_has_its_example_tests() -> None:
+    assert len(LIBRARY_TESTS) == 3
+
+
+@pytest.mark.parametrize("name", LIBRARY_TESTS)
+async def test_library_doc_example(name: str) -> None:
+    test: Callable[[], Awaitable[None]] = library_example()[name]
+    with anyio.fail_after(5):
+        await test()
