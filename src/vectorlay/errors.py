@@ -132,6 +132,19 @@ class RuntimeNotInstalled(ContainerRuntimeError):
     pass
 
 
+class SnapshotterUnavailable(ContainerRuntimeError):
+    """containerd cannot unpack the image: its snapshotter is not loaded."""
+
+
+class UnsupportedEnvValue(ContainerRuntimeError):
+    """An env var cannot reach the container unchanged; names the variable, never the value."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"env var {variable}: {problem}")
+        self.variable = variable
+        self.problem = problem
+
+
 # --- configuration and state ---------------------------------------------
 
 

@@ -1,0 +1,1 @@
+"""A fake nerdctl executable (``nerdctl``) and its controls (``fake_nerdctl``)."""
