@@ -12,10 +12,15 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+from typing import TYPE_CHECKING
 
 import anyio
+import anyio.abc
 
 from vectorlay.app.settings import ControlPlaneSettings
+
+if TYPE_CHECKING:
+    from vectorlay.app.cp_server import ControlPlane
 
 log = logging.getLogger("vectorlay.controlplane")
 
@@ -62,9 +67,9 @@ async def run(settings: ControlPlaneSettings) -> int:
     try:
         await cp.load()
         async with anyio.create_task_group() as tg:
-            tg.start_soon(_stop_on_signal, tg.cancel_scope)
+            tg.start_soon(_stop_on_signal, cp, tg.cancel_scope)
             try:
-                await tg.start(cp.serve, settings.host, settings.port)
+                await tg.start(_serve, cp, settings, tg.cancel_scope)
             except OSError as exc:
                 failure = f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}"
                 tg.cancel_scope.cancel()
@@ -80,9 +85,24 @@ async def run(settings: ControlPlaneSettings) -> int:
     return EXIT_OK
 
 
-async def _stop_on_signal(scope: anyio.CancelScope) -> None:
+async def _serve(
+    cp: ControlPlane,
+    settings: ControlPlaneSettings,
+    scope: anyio.CancelScope,
+    *,
+    task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve; once serving ends (after a graceful shutdown), stop the signal watcher too."""
+    await cp.serve(settings.host, settings.port, task_status=task_status)
+    scope.cancel()
+
+
+async def _stop_on_signal(cp: ControlPlane, scope: anyio.CancelScope) -> None:
+    """First signal: close sessions (1001) and stop; a second one stops at once."""
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for signum in signals:
+            if cp.shutting_down:
+                scope.cancel()
+                return
             log.info("stopping on %s", signal.Signals(signum).name)
-            scope.cancel()
-            return
+            cp.shutdown()

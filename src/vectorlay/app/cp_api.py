@@ -18,7 +18,14 @@ from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
-from vectorlay.app.cp_http import Request, Response, error_response, json_response
+from vectorlay.app.cp_http import (
+    Request,
+    Response,
+    bearer,
+    error_response,
+    json_response,
+    token_matches,
+)
 from vectorlay.domain.fleet import (
     NoCapacity,
     NodeRecord,
@@ -123,8 +130,6 @@ def _only(request: Request, method: str) -> Response | None:
 
 
 def _authorize(cp: ControlPlane, request: Request) -> Response | None:
-    from vectorlay.app.cp_server import bearer, token_matches
-
     admin = cp.config.admin_token
     if admin is None:
         return error_response(

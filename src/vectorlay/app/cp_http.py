@@ -8,7 +8,9 @@ for a WebSocket upgrade over to the caller with the bytes that followed it.
 
 from __future__ import annotations
 
+import hmac
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, Final, Protocol
@@ -89,6 +91,26 @@ def error_response(
     if field is not None:
         body["field"] = field
     return json_response(status, body, headers)
+
+
+def bearer(header: str | None) -> str | None:
+    """The credential of an ``Authorization: Bearer <token>`` header (scheme case-insensitive)."""
+    if header is None:
+        return None
+    scheme, _, token = header.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        return None
+    return token
+
+
+def token_matches(candidate: str, tokens: Sequence[str]) -> bool:
+    """Constant-time membership: every configured token is compared."""
+    given = candidate.encode("utf-8")
+    found = False
+    for token in tokens:
+        found |= hmac.compare_digest(given, token.encode("utf-8"))
+    return found
 
 
 @dataclass

@@ -9,7 +9,6 @@ earliest moment a disconnected node's replicas are due to move.
 
 from __future__ import annotations
 
-import hmac
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,8 +19,16 @@ import anyio.abc
 from anyio.abc import SocketAttribute
 
 from vectorlay.app import cp_api
-from vectorlay.app.cp_http import Request, Response, Upgrade, serve_connection
+from vectorlay.app.cp_http import (
+    Request,
+    Response,
+    Upgrade,
+    bearer,
+    serve_connection,
+    token_matches,
+)
 from vectorlay.app.cp_session import AgentSession, Phase
+from vectorlay.app.cp_ws import CLOSE_GOING_AWAY
 from vectorlay.domain.fleet import Fleet, Send
 from vectorlay.domain.heartbeat import (
     CLOSE_UNAUTHORIZED,
@@ -34,6 +41,7 @@ from vectorlay.ports import Clock, FleetStore
 log = logging.getLogger("vectorlay.controlplane")
 
 AGENT_PATH: Final = "/v1/agent"
+SHUTDOWN_GRACE: Final = 5.0
 
 
 @dataclass(frozen=True)
@@ -41,26 +49,6 @@ class ControlPlaneConfig:
     org_tokens: tuple[str, ...] = field(default=(), repr=False)
     admin_token: str | None = field(default=None, repr=False)
     offline_after: float = DEFAULT_OFFLINE_AFTER
-
-
-def bearer(header: str | None) -> str | None:
-    """The credential of an ``Authorization: Bearer <token>`` header (scheme case-insensitive)."""
-    if header is None:
-        return None
-    scheme, _, token = header.strip().partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
-        return None
-    return token
-
-
-def token_matches(candidate: str, tokens: Sequence[str]) -> bool:
-    """Constant-time membership: every configured token is compared."""
-    given = candidate.encode("utf-8")
-    found = False
-    for token in tokens:
-        found |= hmac.compare_digest(given, token.encode("utf-8"))
-    return found
 
 
 def _peer(stream: anyio.abc.ByteStream) -> str:
@@ -80,8 +68,11 @@ class ControlPlane:
         self.policy = LivenessPolicy(config.offline_after)
         self.fleet = Fleet(self.policy, now=clock.monotonic())
         self.sessions: dict[str, AgentSession] = {}
+        self.live_sessions: set[AgentSession] = set()
         self._commit_lock = anyio.Lock()
         self._wake = anyio.Event()
+        self._accepting = anyio.CancelScope()
+        self._rescheduling = anyio.CancelScope()
 
     async def load(self) -> None:
         """Rebuild the fleet from the store: every node offline, given a fresh deadline."""
@@ -104,7 +95,12 @@ class ControlPlane:
         *,
         task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Listen and serve until cancelled; reports the bound port through ``task_status``."""
+        """Listen and serve until cancelled or :meth:`shutdown`; reports the bound port.
+
+        After :meth:`shutdown` it stops accepting, lets open connections end
+        (sessions close with ``1001``) for up to ``SHUTDOWN_GRACE`` seconds,
+        and returns.
+        """
         listener = await anyio.create_tcp_listener(local_host=host, local_port=port)
         bound = int(listener.extra(SocketAttribute.local_port))  # noqa: S610
         async with listener, anyio.create_task_group() as tg:
@@ -114,7 +110,25 @@ class ControlPlane:
                 extra={"url": f"http://{host}:{bound}", "agent_path": AGENT_PATH},
             )
             task_status.started(bound)
-            await listener.serve(self._connection, task_group=tg)
+            with self._accepting:
+                await listener.serve(self._connection, task_group=tg)
+            self._rescheduling.cancel()
+            tg.cancel_scope.deadline = anyio.current_time() + SHUTDOWN_GRACE
+
+    @property
+    def shutting_down(self) -> bool:
+        return self._accepting.cancel_called
+
+    def shutdown(self) -> None:
+        """Stop accepting and close every agent session with ``1001`` (going away).
+
+        Closing each session through its own small cancel scope, rather than
+        cancelling one scope over thousands of tasks, keeps a restart with a
+        large fleet connected fast.
+        """
+        self._accepting.cancel()
+        for session in list(self.live_sessions):
+            session.end(CLOSE_GOING_AWAY)
 
     # --- persistence and delivery ----------------------------------------------------
 
@@ -135,6 +149,10 @@ class ControlPlane:
         self._wake.set()
 
     async def _rescheduler(self) -> None:
+        with self._rescheduling:
+            await self._reschedule_forever()
+
+    async def _reschedule_forever(self) -> None:
         while True:
             wake = self._wake = anyio.Event()
             due_at = self.fleet.next_reschedule_at()
@@ -203,4 +221,11 @@ class ControlPlane:
             )
             await ws.close(CLOSE_UNAUTHORIZED, "unauthorized")
             return
-        await AgentSession(self, ws, node_id=node_id, peer=peer).run()
+        session = AgentSession(self, ws, node_id=node_id, peer=peer)
+        if self._accepting.cancel_called:
+            session.end(CLOSE_GOING_AWAY)
+        self.live_sessions.add(session)
+        try:
+            await session.run()
+        finally:
+            self.live_sessions.discard(session)
