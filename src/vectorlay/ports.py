@@ -7,7 +7,7 @@ This module imports only the domain.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Protocol
@@ -64,11 +64,13 @@ class Runtime(Protocol):
         """Every container this agent manages, running or not."""
         ...
 
-    def changes(self) -> AsyncIterator[None]:
+    def changes(self) -> AsyncGenerator[None, None]:
         """Yields whenever managed containers may have changed state.
 
         The consumer calls :meth:`list` to learn what changed.  Iteration
-        ends only when the caller stops it.
+        ends only when the caller stops it; close the generator
+        (``contextlib.aclosing``) so that whatever watches the runtime stops
+        with it.
         """
         ...
 

@@ -9,6 +9,7 @@ import anyio
 import pytest
 
 from tests.integration.cp_client import (
+    ADMIN_TOKEN,
     ORG_TOKEN,
     AgentClient,
     eventually,
@@ -280,3 +281,26 @@ async def test_get_one_replica_and_list_hides_env(tmp_path: Path) -> None:
         assert one.json()["status"] == "pending"
         for response in (one, await http.get("/v1/replicas"), await http.get("/v1/nodes")):
             assert "s3cr3t" not in response.text
+
+
+async def test_expect_100_continue_is_answered_before_the_body(tmp_path: Path) -> None:
+    async with running_control_plane(tmp_path) as cp:
+        stream = await anyio.connect_tcp("127.0.0.1", cp.port)
+        async with stream:
+            body = b'{"image": "busybox"}'
+            await stream.send(
+                b"POST /v1/replicas HTTP/1.1\r\nhost: x\r\nexpect: 100-continue\r\n"
+                b"authorization: Bearer " + ADMIN_TOKEN.encode() + b"\r\n"
+                b"content-type: application/json\r\ncontent-length: "
+                + str(len(body)).encode()
+                + b"\r\n\r\n"
+            )
+            with anyio.fail_after(5):
+                interim = await stream.receive()
+            assert interim.startswith(b"HTTP/1.1 100")
+            await stream.send(body)
+            answer = b""
+            with anyio.fail_after(5):
+                while b"\r\n\r\n" not in answer:
+                    answer += await stream.receive()
+            assert answer.startswith(b"HTTP/1.1 409")  # no node yet

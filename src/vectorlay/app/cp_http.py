@@ -253,6 +253,9 @@ async def _read_body(
     length = dict(head.headers).get(b"content-length")
     if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
         raise _TooLarge
+    if conn.they_are_waiting_for_100_continue:
+        # curl sends a larger body only after this (or after a 1 s pause).
+        await stream.send(conn.send(h11.InformationalResponse(status_code=100, headers=[])) or b"")
     chunks: list[bytes] = []
     size = 0
     while True:

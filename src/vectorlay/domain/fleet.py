@@ -448,9 +448,11 @@ class Fleet:
             raise ReplicaExists(f"replica_id: replica {payload.replica_id} already exists")
         target = self.pick_node(payload.gpu_count)
         if target is None:
+            wanted = payload.gpu_count
             raise NoCapacity(
-                f"gpu_count: no online node has {payload.gpu_count} free GPU"
-                f"{'' if payload.gpu_count == 1 else 's'}"
+                f"gpu_count: no online node has {wanted} free GPU{'' if wanted == 1 else 's'}"
+                if wanted
+                else "gpu_count: no online node takes deploys now"
             )
         replica = ReplicaRecord(
             replica_id=payload.replica_id,
