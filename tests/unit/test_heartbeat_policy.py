@@ -267,3 +267,11 @@ def test_close_code_values_match_the_protocol() -> None:
         4401,
         4409,
     )
+
+
+def test_zero_reconnect_delay_still_backs_off() -> None:
+    policy = ReconnectPolicy(first_delay=0.0)
+    windows = [policy.window(n) for n in range(8)]
+    assert windows[0] > 0
+    assert windows == sorted(windows)
+    assert windows[-1] == policy.cap

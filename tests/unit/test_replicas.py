@@ -292,11 +292,6 @@ def test_set_slots_after_a_new_probe() -> None:
     assert table.free_slots() == SLOTS
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ReplicaTable gap: a start reported failed (e.g. a runtime timeout) whose container "
-    "came up anyway is adopted by observe() with GPUs already given to another replica",
-)
 def test_container_that_came_up_after_a_failed_start_is_not_double_assigned() -> None:
     table = ReplicaTable(SLOTS[:1])
     start(table, "a", 1)
@@ -305,6 +300,17 @@ def test_container_that_came_up_after_a_failed_start_is_not_double_assigned() ->
     late = ContainerState("a", RS.RUNNING, None, (ADDR[0],), "nginx")
     table.observe([late, b])
     assert table.double_assigned() == {}
+    assert table.conflicts == {"a": (ADDR[0],)}
+
+
+def test_start_finishing_after_a_stop_raced_it_claims_no_taken_gpu() -> None:
+    table = ReplicaTable(SLOTS[:1])
+    start(table, "a", 1)
+    table.stopped("a")  # the stop was applied before the start finished
+    run(table, start(table, "b", 1))
+    table.started(ContainerState("a", RS.RUNNING, None, (ADDR[0],), "nginx"))
+    assert table.double_assigned() == {}
+    assert table.conflicts == {"a": (ADDR[0],)}
 
 
 # --- random operation sequences -----------------------------------------------------

@@ -19,7 +19,7 @@ They work on asyncio and trio alike (anyio primitives only).
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -47,6 +47,7 @@ from vectorlay.errors import (
     ConfigWriteError,
     ConnectionClosed,
     ConnectionLost,
+    NameInUse,
     VectorlayError,
 )
 
@@ -319,6 +320,9 @@ class MemoryRuntime:
 
     async def run(self, spec: ContainerSpec) -> ContainerState:
         await self._enter("run", spec.replica_id)
+        if spec.replica_id in self.containers:
+            # As nerdctl: a name in use is an error, never a silent replacement.
+            raise NameInUse(f"name {spec.name!r} is already used by a container")
         state = ContainerState(
             spec.replica_id,
             ReplicaStatus.RUNNING,
@@ -337,7 +341,7 @@ class MemoryRuntime:
         await self._enter("list", "")
         return [self.containers[k] for k in sorted(self.containers)]
 
-    async def changes(self) -> AsyncIterator[None]:
+    async def changes(self) -> AsyncGenerator[None, None]:
         seen = self._version
         while True:
             while self._version == seen:

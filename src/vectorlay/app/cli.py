@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, Final, NoReturn, TypeVar
 
 from vectorlay import __version__
 from vectorlay.app import logs
@@ -127,7 +127,12 @@ def _pick(flag: str | None, env: Mapping[str, str], var: str | None) -> tuple[st
     return None, ""
 
 
+_FLAG_FOR_ENV: Final = {"VECTORLAY_CONTROL_PLANE_URL": "control-plane"}
+
+
 def _flag_name(var: str) -> str:
+    if var in _FLAG_FOR_ENV:
+        return _FLAG_FOR_ENV[var]
     return var.removeprefix("VECTORLAY_").removeprefix("CP_").lower().replace("_", "-")
 
 

@@ -17,6 +17,7 @@ DEFAULT_PONG_TIMEOUT: Final = 10.0
 DEFAULT_OFFLINE_AFTER: Final = 60.0
 DEFAULT_RECONNECT_DELAY: Final = 5.0
 DEFAULT_RECONNECT_CAP: Final = 60.0
+MIN_BACKOFF_BASE: Final = 0.5
 
 
 class HeartbeatPolicy(msgspec.Struct, frozen=True):
@@ -88,8 +89,11 @@ class ReconnectPolicy(msgspec.Struct, frozen=True):
             raise ValueError("reconnect cap must be >= the first delay")
 
     def window(self, attempt: int) -> float:
+        # A zero first delay (tests, impatient operators) must still back
+        # off: the growth starts from at least MIN_BACKOFF_BASE seconds.
+        base = max(self.first_delay, MIN_BACKOFF_BASE)
         # Bound the exponent: 2**1100 overflows a float.
-        ceiling = min(self.cap, self.first_delay * 2.0 ** min(attempt + 1, 64))
+        ceiling = min(self.cap, base * 2.0 ** min(attempt + 1, 64))
         return max(0.0, ceiling - self.first_delay)
 
 

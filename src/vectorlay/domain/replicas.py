@@ -124,6 +124,8 @@ class ReplicaTable:
     def __init__(self, slots: Iterable[GpuSlot] = ()) -> None:
         self._slots: dict[str, GpuSlot] = {s.pci_address: s for s in sorted(slots)}
         self._replicas: dict[str, Replica] = {}
+        # Replica id -> GPUs its container claims but another replica holds.
+        self.conflicts: dict[str, tuple[str, ...]] = {}
 
     # --- queries ---------------------------------------------------------
 
@@ -196,8 +198,27 @@ class ReplicaTable:
         current = self._replicas.get(state.replica_id)
         gpus = current.gpus if current is not None else state.gpus
         image = current.image if current is not None else state.image
+        if state.status in LIVE:
+            gpus = self._claim(state.replica_id, gpus)
         self._replicas[state.replica_id] = Replica(state.replica_id, state.status, gpus, image)
         return ReportResult(state.replica_id, state.status)
+
+    def _claim(self, replica_id: str, gpus: tuple[str, ...]) -> tuple[str, ...]:
+        """The GPUs of ``gpus`` no other live replica holds.
+
+        A container can show up holding GPUs the ledger has already given to
+        another replica (a start reported failed whose container came up
+        anyway, a stop that raced a start).  The earlier holder keeps them;
+        the late claim is recorded in :attr:`conflicts` for the operator,
+        never double-assigned.
+        """
+        held = {addr for addr, owner in self.held().items() if owner != replica_id}
+        lost = tuple(a for a in gpus if a in held)
+        if lost:
+            self.conflicts[replica_id] = lost
+        else:
+            self.conflicts.pop(replica_id, None)
+        return tuple(a for a in gpus if a not in held)
 
     def start_failed(self, replica_id: str, error: str) -> ReportResult:
         """The runtime could not start it: the replica is ``failed`` and holds no GPU."""
@@ -233,7 +254,7 @@ class ReplicaTable:
         replica's status changed, which warrants an immediate heartbeat.
         """
         busy_ids = set(busy)
-        seen = {s.replica_id: s for s in states}
+        seen = {s.replica_id: s for s in sorted(states, key=lambda s: s.replica_id)}
         changed = False
         for rid, state in seen.items():
             if rid in busy_ids:
@@ -241,6 +262,8 @@ class ReplicaTable:
             old = self._replicas.get(rid)
             gpus = old.gpus if old is not None and old.gpus else state.gpus
             image = old.image if old is not None and old.image else state.image
+            if state.status in LIVE:
+                gpus = self._claim(rid, gpus)
             new = Replica(rid, state.status, gpus, image)
             if old is None or old.status != new.status:
                 changed = True

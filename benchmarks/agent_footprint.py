@@ -1,0 +1,239 @@
+"""Peak RSS and idle CPU of the real agent process, beside the bare-interpreter floor.
+
+Starts the reference control plane and `vectorlay-agent run` (default
+heartbeat interval, fake host, fake nerdctl) on 127.0.0.1, waits until the
+node is online, then samples the agent process and its children for
+``--seconds`` (default 60).  Prints:
+
+- peak RSS of the agent process alone and of its children (the
+  ``nerdctl events`` watcher; with the fake it is a Python process, with the
+  real nerdctl a Go binary);
+- CPU seconds of the agent over the window, and as a share of one core;
+- the ``python -c pass`` floor measured in the same run;
+- what dominates memory: the heaviest imports (``-X importtime``) and the top
+  allocation sites after start-up (tracemalloc).
+
+    .venv/bin/python benchmarks/agent_footprint.py [--seconds 60] [--backend asyncio]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.fakes.host.fakehost import build_fake_host  # noqa: E402
+from tests.fakes.nerdctl.fake_nerdctl import FakeNerdctl  # noqa: E402
+
+ORG = "bench-org-token"
+ADMIN = "bench-admin-token"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def floor_rss_mb() -> float:
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import resource; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(out.stdout) / 1024
+
+
+def wait_online(port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v1/nodes", headers={"Authorization": f"Bearer {ADMIN}"}
+    )
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(request, timeout=2) as response:
+                nodes = json.load(response)
+            if nodes and nodes[0]["status"] in {"online", "degraded"}:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit("the agent did not come online")
+
+
+def heaviest_imports(backend: str, top: int = 8) -> list[tuple[str, float]]:
+    code = (
+        ("import sys; sys.modules['trio'] = None\n" if backend == "asyncio" else "")
+        + "import vectorlay.app.cli, vectorlay.app.agent, vectorlay.adapters.websocket, "
+        "vectorlay.adapters.host, vectorlay.adapters.nerdctl, vectorlay.adapters.filesystem"
+    )
+    out = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True, check=True
+    )
+    rows: list[tuple[str, float]] = []
+    for line in out.stderr.splitlines():
+        if not line.startswith("import time:") or "|" not in line:
+            continue
+        parts = [p.strip() for p in line.removeprefix("import time:").split("|")]
+        if parts[0].isdigit() and not parts[2].startswith(" "):
+            name = parts[2]
+            if line.split("|")[2].startswith("  ") and not line.split("|")[2].startswith("   "):
+                rows.append((name, int(parts[1]) / 1000))
+    return sorted(rows, key=lambda r: -r[1])[:top]
+
+
+def top_allocations(backend: str, top: int = 8) -> list[str]:
+    code = f"""
+import sys, tracemalloc
+{"sys.modules['trio'] = None" if backend == "asyncio" else ""}
+tracemalloc.start()
+from pathlib import Path
+from vectorlay.app.agent import build_agent
+from vectorlay.app.settings import AgentSettings
+build_agent(AgentSettings(control_plane_url="ws://127.0.0.1:1/v1/agent",
+                          org_token="x", state_dir=Path(sys.argv[1])))
+snap = tracemalloc.take_snapshot()
+stats = snap.statistics("filename")
+total = sum(s.size for s in stats)
+print(f"total traced after start-up: {{total / 2**20:.1f}} MiB")
+by_pkg = {{}}
+for s in stats:
+    f = s.traceback[0].filename
+    key = f.split("site-packages/")[-1].split("/")[0] if "site-packages" in f else (
+        "vectorlay" if "/vectorlay/" in f else "stdlib:" + Path(f).name)
+    by_pkg[key] = by_pkg.get(key, 0) + s.size
+for key, size in sorted(by_pkg.items(), key=lambda kv: -kv[1])[:{top}]:
+    print(f"{{size / 2**20:6.2f}} MiB  {{key}}")
+"""
+    with tempfile.TemporaryDirectory() as state:
+        out = subprocess.run(
+            [sys.executable, "-c", code, state], capture_output=True, text=True, check=True
+        )
+    return out.stdout.splitlines()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
+    args = parser.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="vl-footprint-"))
+    host = build_fake_host(tmp / "host")
+    fake = FakeNerdctl(tmp / "nerdctl")
+    port = free_port()
+    base_env = {**os.environ, **host.env({}), **fake.environ()}
+    base_env["PATH"] = os.pathsep.join(
+        [str(host.bin), str(Path(sys.executable).parent), "/usr/bin", "/bin"]
+    )
+    cp = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "vectorlay",
+            "control-plane",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--db",
+            str(tmp / "cp.sqlite3"),
+            "--log-level",
+            "warning",
+        ],
+        env={**base_env, "VECTORLAY_CP_ORG_TOKENS": ORG, "VECTORLAY_CP_ADMIN_TOKEN": ADMIN},
+        stderr=subprocess.DEVNULL,
+    )
+    agent = None
+    try:
+        time.sleep(1.0)
+        agent = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "vectorlay",
+                "run",
+                "--control-plane",
+                f"ws://127.0.0.1:{port}/v1/agent",
+                "--state-dir",
+                str(tmp / "state"),
+                "--nerdctl",
+                str(fake.executable),
+                "--backend",
+                args.backend,
+                "--log-level",
+                "warning",
+            ],
+            env={**base_env, "VECTORLAY_ORG_TOKEN": ORG},
+            stderr=(tmp / "agent.log").open("wb"),
+        )
+        try:
+            wait_online(port)
+        except SystemExit:
+            print((tmp / "agent.log").read_text()[-2000:], file=sys.stderr)
+            raise
+        proc = psutil.Process(agent.pid)
+        time.sleep(2.0)  # let start-up work (probe, first heartbeat) finish
+        cpu0 = proc.cpu_times()
+        peak_self = peak_children = 0
+        end = time.monotonic() + args.seconds
+        while time.monotonic() < end:
+            peak_self = max(peak_self, proc.memory_info().rss)
+            children = proc.children(recursive=True)
+            peak_children = max(
+                peak_children, sum(c.memory_info().rss for c in children if c.is_running())
+            )
+            time.sleep(0.5)
+        cpu1 = proc.cpu_times()
+        # Peak over the life of the process, start-up included.
+        with open(f"/proc/{agent.pid}/status") as fh:
+            hwm = next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:")) / 1024
+        used = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
+    finally:
+        for p in (agent, cp):
+            if p is not None:
+                p.terminate()
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:
+                    print(f"pid {p.pid} ignored SIGTERM for 10 s; killed", file=sys.stderr)
+                    p.kill()
+                    p.wait(5)
+        fake.close()
+
+    floor = floor_rss_mb()
+    print(f"agent footprint, backend {args.backend}, idle session at default intervals")
+    print(f"  window                          {args.seconds:.0f} s")
+    print(f"  python -c pass (floor) max RSS  {floor:6.1f} MB")
+    print(f"  agent peak RSS (VmHWM)          {hwm:6.1f} MB   target <= 30 MB")
+    print(f"  agent RSS while idle (max)      {peak_self / 2**20:6.1f} MB")
+    print(f"  children RSS (events watcher)   {peak_children / 2**20:6.1f} MB   (fake nerdctl)")
+    print(
+        f"  agent CPU over the window       {used:6.3f} s = {100 * used / args.seconds:.3f}% "
+        "of one core   target <= 0.1%"
+    )
+    print("  heaviest imports (cumulative ms):")
+    for name, ms in heaviest_imports(args.backend):
+        print(f"    {ms:7.1f}  {name}")
+    print("  memory after start-up by package (tracemalloc):")
+    for line in top_allocations(args.backend):
+        print(f"    {line}")
+
+
+if __name__ == "__main__":
+    main()
