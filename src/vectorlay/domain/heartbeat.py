@@ -18,6 +18,8 @@ DEFAULT_OFFLINE_AFTER: Final = 60.0
 DEFAULT_RECONNECT_DELAY: Final = 5.0
 DEFAULT_RECONNECT_CAP: Final = 60.0
 MIN_BACKOFF_BASE: Final = 0.5
+# The first retry's jitter window, in units of the reconnect delay.
+RECONNECT_SPREAD: Final = 5.0
 
 
 class HeartbeatPolicy(msgspec.Struct, frozen=True):
@@ -73,10 +75,14 @@ class ReconnectPolicy(msgspec.Struct, frozen=True):
     """Exponential backoff with full jitter, never earlier than ``first_delay``.
 
     Attempt ``n`` (from 0) waits ``first_delay + U(0, window_n)`` with
-    ``window_n = min(cap, first_delay * 2**(n+1)) - first_delay``: the first
-    retry comes after the configured delay as the protocol says, and the
-    jitter above it spreads a fleet that lost its control plane at the same
-    instant.  No delay exceeds ``cap``.
+    ``window_n = min(cap, base * (1 + SPREAD) * 2**n) - first_delay`` and
+    ``base = max(first_delay, MIN_BACKOFF_BASE)``.  With the defaults: 5-30 s,
+    then 5-60 s.  The first retry comes after the configured delay, as the
+    protocol says; the wide jitter above it spreads a fleet that lost its
+    control plane at the same instant over 25 s, so reconnects arrive at a
+    twentieth of the rate of a fixed delay, and still all land within the
+    control plane's 60 s offline window (no replica gets rescheduled because
+    its node waited for its turn).  No delay exceeds ``cap``.
     """
 
     first_delay: float = DEFAULT_RECONNECT_DELAY
@@ -91,9 +97,9 @@ class ReconnectPolicy(msgspec.Struct, frozen=True):
     def window(self, attempt: int) -> float:
         # A zero first delay (tests, impatient operators) must still back
         # off: the growth starts from at least MIN_BACKOFF_BASE seconds.
-        base = max(self.first_delay, MIN_BACKOFF_BASE)
+        base = max(self.first_delay, MIN_BACKOFF_BASE) * (1 + RECONNECT_SPREAD)
         # Bound the exponent: 2**1100 overflows a float.
-        ceiling = min(self.cap, base * 2.0 ** min(attempt + 1, 64))
+        ceiling = min(self.cap, base * 2.0 ** min(attempt, 64))
         return max(0.0, ceiling - self.first_delay)
 
 
