@@ -195,7 +195,8 @@ def test_the_doc_states_the_codes_and_limits_of_the_code(doc: str) -> None:
     assert "`vectorlay-agent/<version>`" in connection
     backoff = chapter(doc, "Reconnect and backoff")
     assert f"default {heartbeat.DEFAULT_RECONNECT_DELAY:g} s" in backoff
-    assert f"min({heartbeat.DEFAULT_RECONNECT_CAP:g}, delay * 2^(n+1)) - delay" in backoff
+    spread = f"{1 + heartbeat.RECONNECT_SPREAD:g} * delay * 2^n"
+    assert f"min({heartbeat.DEFAULT_RECONNECT_CAP:g}, {spread}) - delay" in backoff
     liveness = chapter(doc, "Liveness")
     assert f"{heartbeat.DEFAULT_OFFLINE_AFTER:g} s after the last" in liveness
 
