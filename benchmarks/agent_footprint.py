@@ -48,17 +48,20 @@ def free_port() -> int:
 
 
 def floor_rss_mb() -> float:
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec from the
+    # forking parent, which would charge this script's own memory to the floor.
     out = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import resource; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)",
-        ],
+        [sys.executable, "-c", "print(open('/proc/self/status').read())"],
         capture_output=True,
         text=True,
         check=True,
     )
-    return int(out.stdout) / 1024
+    return vm_hwm_mb(out.stdout)
+
+
+def vm_hwm_mb(status: str) -> float:
+    line = next(line for line in status.splitlines() if line.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
 
 
 def wait_online(port: int, timeout: float = 30) -> None:
@@ -79,9 +82,9 @@ def wait_online(port: int, timeout: float = 30) -> None:
 
 
 def heaviest_imports(backend: str, top: int = 8) -> list[tuple[str, float]]:
-    code = (
-        ("import sys; sys.modules['trio'] = None\n" if backend == "asyncio" else "")
-        + "import vectorlay.app.cli, vectorlay.app.agent, vectorlay.adapters.websocket, "
+    """Top-level imports of the agent's path with their cumulative import time."""
+    code = ("import sys; sys.modules['trio'] = None\n" if backend == "asyncio" else "") + (
+        "import vectorlay.app.cli, vectorlay.app.agent, vectorlay.adapters.websocket, "
         "vectorlay.adapters.host, vectorlay.adapters.nerdctl, vectorlay.adapters.filesystem"
     )
     out = subprocess.run(
@@ -89,13 +92,13 @@ def heaviest_imports(backend: str, top: int = 8) -> list[tuple[str, float]]:
     )
     rows: list[tuple[str, float]] = []
     for line in out.stderr.splitlines():
-        if not line.startswith("import time:") or "|" not in line:
+        fields = line.removeprefix("import time:").split("|")
+        if len(fields) != 3 or not fields[1].strip().isdigit():
             continue
-        parts = [p.strip() for p in line.removeprefix("import time:").split("|")]
-        if parts[0].isdigit() and not parts[2].startswith(" "):
-            name = parts[2]
-            if line.split("|")[2].startswith("  ") and not line.split("|")[2].startswith("   "):
-                rows.append((name, int(parts[1]) / 1000))
+        name = fields[2]
+        depth = (len(name) - len(name.lstrip(" ")) - 1) // 2
+        if depth <= 1:
+            rows.append(("  " * depth + name.strip(), int(fields[1]) / 1000))
     return sorted(rows, key=lambda r: -r[1])[:top]
 
 
@@ -202,7 +205,7 @@ def main() -> None:
         cpu1 = proc.cpu_times()
         # Peak over the life of the process, start-up included.
         with open(f"/proc/{agent.pid}/status") as fh:
-            hwm = next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:")) / 1024
+            hwm = vm_hwm_mb(fh.read())
         used = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
     finally:
         for p in (agent, cp):

@@ -25,3 +25,21 @@ def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: Any) 
     ):
         pytest.mark.anyio(obj)
         pytest.mark.usefixtures("anyio_backend")(obj)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Show how many tests ran on each backend, so both are visible in CI logs."""
+    counts: dict[str, int] = {}
+    for outcome in ("passed", "failed", "error", "xfailed", "xpassed"):
+        for report in terminalreporter.stats.get(outcome, []):
+            if getattr(report, "when", "call") != "call":
+                continue
+            nodeid = getattr(report, "nodeid", "")
+            for backend in ("asyncio", "trio"):
+                if f"[{backend}" in nodeid or f"-{backend}]" in nodeid or f"-{backend}-" in nodeid:
+                    counts[backend] = counts.get(backend, 0) + 1
+    if counts:
+        terminalreporter.write_line(
+            "async tests per backend: "
+            + ", ".join(f"{name} {count}" for name, count in sorted(counts.items()))
+        )
