@@ -445,7 +445,7 @@ async def test_first_retry_after_the_reconnect_delay_then_backoff() -> None:
             h.transport.refuse_next(ConnectFailed("connection refused"))
         await h.settle()
         assert len(h.transport.attempts) == 1
-        await h.advance(5 + 0.999 * 25 - 0.01)
+        await h.advance(5 + 0.999 * 40 - 0.01)
         assert len(h.transport.attempts) == 1
         await h.advance(0.02)
         assert len(h.transport.attempts) == 2
