@@ -227,8 +227,8 @@ def main() -> None:
     print(f"  agent RSS while idle (max)      {peak_self / 2**20:6.1f} MB")
     print(f"  children RSS (events watcher)   {peak_children / 2**20:6.1f} MB   (fake nerdctl)")
     print(
-        f"  agent CPU over the window       {used:6.3f} s = {100 * used / args.seconds:.3f}% "
-        "of one core   target <= 0.1%"
+        f"  agent CPU over the window       {used:6.2f} s = {100 * used / args.seconds:.3f}% "
+        "of one core   target <= 0.1%  (kernel accounting: 0.01 s ticks)"
     )
     print("  heaviest imports (cumulative ms):")
     for name, ms in heaviest_imports(args.backend):
