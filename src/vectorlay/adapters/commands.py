@@ -74,7 +74,7 @@ async def run_command(
     def on_overflow() -> None:
         nonlocal overflow
         overflow = True
-        _kill_group(process)
+        kill_group(process)
 
     try:
         with anyio.move_on_after(_finite(timeout)):
@@ -87,7 +87,7 @@ async def run_command(
     finally:
         with anyio.CancelScope(shield=True):
             if returncode is None:
-                _kill_group(process)
+                kill_group(process)
             await process.aclose()
     timed_out = returncode is None
     return CommandResult(
@@ -111,7 +111,12 @@ async def _collect(
         sink += chunk
 
 
-def _kill_group(process: Process) -> None:
+def kill_group(process: Process) -> None:
+    """SIGKILL a command started in its own session, with all it started.
+
+    Also after the command itself exited: a child it left behind may still
+    hold the output pipe.
+    """
     # The command leads its own session, so its pid is its process group:
     # killing the group also ends whatever it started.
     try:

@@ -32,7 +32,6 @@ import math
 import os
 import re
 import secrets
-import signal
 import stat
 import subprocess
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence
@@ -43,8 +42,9 @@ from typing import TYPE_CHECKING, Final, Literal
 
 import anyio
 import msgspec
-from anyio.abc import ByteReceiveStream, Process
+from anyio.abc import ByteReceiveStream
 
+from vectorlay.adapters.commands import kill_group
 from vectorlay.domain.messages import ReplicaStatus
 from vectorlay.domain.replicas import ContainerSpec, ContainerState, GpuSlot, container_name
 from vectorlay.domain.validation import (
@@ -705,7 +705,7 @@ async def run_nerdctl(
             stdout.extend(chunk)
             if len(stdout) > limit:
                 overflow = True
-                _kill_group(process)
+                kill_group(process)
                 return
 
     async def read_stderr(stream: ByteReceiveStream) -> None:
@@ -725,7 +725,7 @@ async def run_nerdctl(
     finally:
         with anyio.CancelScope(shield=True):
             if returncode is None:
-                _kill_group(process)
+                kill_group(process)
             await process.aclose()
     if overflow:
         raise _TooMuchOutput
@@ -1040,7 +1040,7 @@ class NerdctlRuntime:
                     break
         finally:
             with anyio.CancelScope(shield=True):
-                _kill_group(process)
+                kill_group(process)
                 await process.aclose()
             log.debug("nerdctl events exited with %s", process.returncode)
 
@@ -1077,17 +1077,6 @@ class NerdctlRuntime:
             if snapshot is not None:
                 last = snapshot
             await anyio.sleep(self._poll_interval)
-
-
-def _kill_group(process: Process) -> None:
-    if process.returncode is not None:
-        return
-    # It leads its own session: the group holds everything it started.
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        with contextlib.suppress(ProcessLookupError):
-            process.kill()
 
 
 def _last_line(text: str) -> str:

@@ -326,19 +326,22 @@ class Agent:
 
     async def _sleep_unless_stopping(self, seconds: float) -> None:
         assert self._stop_requested is not None
-        stop = self._stop_requested
+        await self._sleep_or_until(seconds, self._stop_requested)
+
+    async def _sleep_or_until(self, seconds: float, event: anyio.Event) -> None:
+        """Sleep on the agent's clock, cut short when ``event`` is set."""
         async with anyio.create_task_group() as tg:
 
             async def sleeper() -> None:
                 await self.clock.sleep(seconds)
                 tg.cancel_scope.cancel()
 
-            async def stopper() -> None:
-                await stop.wait()
+            async def waiter() -> None:
+                await event.wait()
                 tg.cancel_scope.cancel()
 
             tg.start_soon(sleeper)
-            tg.start_soon(stopper)
+            tg.start_soon(waiter)
 
     async def _run_session(self) -> None:
         credential = self.node.node_token if self.node else self.config.org_token
@@ -628,19 +631,7 @@ class Agent:
 
     async def _wait_for_beat(self, seconds: float) -> None:
         assert self._beat_now is not None
-        beat_now = self._beat_now
-        async with anyio.create_task_group() as tg:
-
-            async def timer() -> None:
-                await self.clock.sleep(seconds)
-                tg.cancel_scope.cancel()
-
-            async def trigger() -> None:
-                await beat_now.wait()
-                tg.cancel_scope.cancel()
-
-            tg.start_soon(timer)
-            tg.start_soon(trigger)
+        await self._sleep_or_until(seconds, self._beat_now)
 
     async def _heartbeat(self) -> Heartbeat:
         metrics = await self._read_metrics()
