@@ -18,8 +18,9 @@ DEFAULT_OFFLINE_AFTER: Final = 60.0
 DEFAULT_RECONNECT_DELAY: Final = 5.0
 DEFAULT_RECONNECT_CAP: Final = 60.0
 MIN_BACKOFF_BASE: Final = 0.5
-# The first retry's jitter window, in units of the reconnect delay.
-RECONNECT_SPREAD: Final = 8.0
+# The first retry's jitter window, in units of the reconnect delay: the
+# protocol wants the first retry right after the delay, so it stays narrow.
+RECONNECT_SPREAD: Final = 1.0
 
 
 class HeartbeatPolicy(msgspec.Struct, frozen=True):
@@ -76,13 +77,12 @@ class ReconnectPolicy(msgspec.Struct, frozen=True):
 
     Attempt ``n`` (from 0) waits ``first_delay + U(0, window_n)`` with
     ``window_n = min(cap, base * (1 + SPREAD) * 2**n) - first_delay`` and
-    ``base = max(first_delay, MIN_BACKOFF_BASE)``.  With the defaults: 5-45 s,
-    then 5-60 s.  The first retry comes after the configured delay, as the
-    protocol says; the wide jitter above it spreads a fleet that lost its
-    control plane at the same instant over 40 s, so reconnects arrive at a
-    small fraction of the rate of a fixed delay, and still all land within the
-    control plane's 60 s offline window (no replica gets rescheduled because
-    its node waited for its turn).  No delay exceeds ``cap``.
+    ``base = max(first_delay, MIN_BACKOFF_BASE)``.  With the defaults: 5-10 s,
+    5-20 s, 5-40 s, then 5-60 s.  The first retry comes after the configured
+    delay, as the protocol says, and no later than twice that, so a node that
+    lost a healthy control plane is back long before the 60 s offline
+    deadline; the jitter above the delay spreads a fleet that lost its control
+    plane at the same instant.  No delay exceeds ``cap``.
     """
 
     first_delay: float = DEFAULT_RECONNECT_DELAY
