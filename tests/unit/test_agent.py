@@ -33,6 +33,7 @@ from vectorlay.domain.messages import (
     DeployPayload,
     DeployResult,
     Error,
+    ErrorPayload,
     Heartbeat,
     Message,
     Outbound,
@@ -500,3 +501,115 @@ async def test_sigterm_style_stop_closes_1001_and_leaves_containers() -> None:
 async def test_config_repr_hides_the_token() -> None:
     config = replace(AgentConfig(), org_token=ORG_TOKEN)
     assert ORG_TOKEN not in repr(config)
+
+
+# --- review fixes: registration, stale lists, heartbeat path, shutdown order --------------
+
+
+async def test_registration_without_an_answer_reconnects_instead_of_crashing() -> None:
+    async with running_agent(node=None, org_token=ORG_TOKEN, registration_timeout=0.2) as h:
+        peer = await h.accept()
+        assert isinstance(await recv(peer), Register)
+        await anyio.sleep(0.4)  # real time: the registration timeout passes
+        await h.advance(10)
+        again = await h.accept()
+        assert isinstance(await recv(again), Register)
+        assert h.exit_code is None
+        assert h.store.saves == []
+
+
+async def test_registration_refused_with_error_backs_off_and_retries() -> None:
+    async with running_agent(node=None, org_token=ORG_TOKEN) as h:
+        peer = await h.accept()
+        await recv(peer)
+        await peer.send_message(Error(ErrorPayload("unauthorized", "bad org token")))
+        await h.advance(10)
+        again = await h.accept()
+        assert isinstance(await recv(again), Register)
+        assert h.exit_code is None
+
+
+async def test_an_unusable_registration_answer_is_not_saved() -> None:
+    async with running_agent(node=None, org_token=ORG_TOKEN) as h:
+        peer = await h.accept()
+        await recv(peer)
+        await peer.send_message(
+            RegistrationSuccess(RegistrationSuccessPayload("node-1", "bad token\nwith newline"))
+        )
+        await h.advance(10)
+        await h.accept()
+        assert h.store.saves == []
+
+
+class StaleListRuntime(MemoryRuntime):
+    """A runtime whose list answers late with what it saw when asked."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hold_lists = False
+        self.release = anyio.Event()
+
+    async def list(self) -> list[ContainerState]:
+        snapshot = [self.containers[k] for k in sorted(self.containers)]
+        if self.hold_lists:
+            await self.release.wait()
+        return snapshot
+
+
+async def test_a_list_taken_before_a_deploy_finished_never_frees_its_gpus() -> None:
+    runtime = StaleListRuntime()
+    async with running_agent(gpus=1, runtime=runtime) as h:
+        peer = await open_session(h)
+        runtime.hold_lists = True
+        runtime._notify()  # the watcher starts a list and waits
+        await h.settle()
+        await peer.send_message(deploy("a", gpus=1))
+        assert (await recv_until(peer, DeployResult)).payload.status is ReplicaStatus.RUNNING
+        runtime.release.set()  # the stale list (without "a") arrives now
+        runtime.hold_lists = False
+        await h.settle()
+        await peer.send_message(deploy("b", gpus=1))
+        refused = await recv_until(peer, DeployResult)
+        assert refused.payload.status is ReplicaStatus.FAILED
+        assert h.agent.table.double_assigned() == {}
+        assert h.agent.table.get("a") is not None
+
+
+async def test_a_hung_runtime_list_never_stops_heartbeats() -> None:
+    async with running_agent() as h:
+        peer = await open_session(h)
+        await recv_until(peer, Heartbeat)
+        h.runtime.gate("list")  # every list from now on hangs
+        for expected_seq in range(2, 14):
+            await h.advance(30)
+            beat = await recv(peer)
+            assert isinstance(beat, Heartbeat)
+            assert beat.payload.seq == expected_seq
+
+
+async def test_shutdown_lets_a_running_deploy_report_before_closing() -> None:
+    async with running_agent() as h:
+        peer = await open_session(h)
+        gate = h.runtime.gate("run")
+        await peer.send_message(deploy("late"))
+        await h.settle()
+        h.agent.request_stop()
+        await h.settle()
+        gate.set()
+        result = await recv_until(peer, DeployResult)
+        assert result.payload.status is ReplicaStatus.RUNNING
+        with pytest.raises(ConnectionClosed, match="1001"):
+            await recv_until(peer, Error)
+    assert h.exit_code == EXIT_OK
+
+
+async def test_readiness_change_mid_session_sends_system_info_again() -> None:
+    async with running_agent(reprobe_interval=60) as h:
+        peer = await open_session(h)
+        h.probe.host = sample_report(ready=False, gpus=2)
+        await h.advance(60)
+        info = await recv_until(peer, SystemInfo)
+        assert info.payload.ready is False
+        await peer.send_message(deploy("x"))
+        refused = await recv_until(peer, DeployResult)
+        assert refused.payload.status is ReplicaStatus.FAILED

@@ -21,6 +21,7 @@ the control plane went away.
 from __future__ import annotations
 
 import logging
+import math
 import random
 import signal
 import sys
@@ -82,6 +83,7 @@ from vectorlay.domain.replicas import (
 from vectorlay.errors import (
     ConfigError,
     ConfigWriteError,
+    ConnectFailed,
     ConnectionClosed,
     ContainerRuntimeError,
     CorruptConfig,
@@ -118,8 +120,17 @@ class AgentConfig:
     # How often the replica table is re-read from the runtime even when the
     # runtime reported no change (a safety net; exits arrive through changes()).
     resync_interval: float = 300.0
-    # On shutdown, in-flight commands get this long to finish before they are cancelled.
-    shutdown_grace: float = 3.0
+    # On shutdown, in-flight commands get this long to finish (their results
+    # still go out on the open session) before the session is closed.
+    shutdown_grace: float = 2.5
+    # Dependencies are probed again this often during a session; a change of
+    # readiness is reported with a fresh system_info.
+    reprobe_interval: float = 300.0
+    # A probe younger than this is reused when a session opens.
+    probe_reuse: float = 10.0
+    # Listing containers before system_info may take this long at most;
+    # after that the table as it stands is reported.
+    open_refresh_timeout: float = 5.0
 
 
 class FatalError(VectorlayError):
@@ -139,6 +150,7 @@ class _Session:
     started: float
     ready: bool = False  # system_info and the outbox are out: results go straight through
     system_info_sent: bool = False
+    system_info_at: float | None = None
     send_lock: anyio.Lock = field(default_factory=anyio.Lock)
 
 
@@ -185,6 +197,9 @@ class Agent:
         self._commands: anyio.abc.TaskGroup | None = None
         self._idle: anyio.Event | None = None
         self._logged_conflicts: dict[str, tuple[str, ...]] = {}
+        self._connecting: anyio.CancelScope | None = None
+        self._refresh_lock: anyio.Lock | None = None
+        self._probed_at: float | None = None
 
     # --- lifecycle ---------------------------------------------------------
 
@@ -193,6 +208,7 @@ class Agent:
         self._stop_requested = anyio.Event()
         self._beat_now = anyio.Event()
         self._slots = anyio.Semaphore(self.config.max_concurrent_commands)
+        self._refresh_lock = anyio.Lock()
         try:
             await self._start()
         except FatalError as exc:
@@ -215,12 +231,14 @@ class Agent:
         self._stopping = True
         if self._stop_requested is not None:
             self._stop_requested.set()
+        if self._session is None and self._connecting is not None:
+            # Not connected yet (a handshake to an unreachable control plane
+            # can take its full connect timeout): give up the attempt now.
+            self._connecting.cancel()
 
     async def _wind_down(self, commands: anyio.abc.TaskGroup) -> None:
-        if self._queues:
-            self._idle = anyio.Event()
-            with anyio.move_on_after(self.config.shutdown_grace, shield=True):
-                await self._idle.wait()
+        if self._stopping and self._session is None:
+            await self._until_idle(self.config.shutdown_grace)
         if self._queues:
             log.warning(
                 "shutting down with %d replica operation(s) unfinished; "
@@ -271,10 +289,10 @@ class Agent:
     async def _sessions_until_stopped(self) -> int:
         delays = self._backoff()
         while not self._stopping:
-            started = self.clock.monotonic()
             action = CloseAction.RECONNECT
             try:
-                await self._run_session()
+                with anyio.CancelScope() as self._connecting:
+                    await self._run_session()
             except FatalError as exc:
                 log.error("%s", exc)
                 return exc.exit_code
@@ -308,7 +326,7 @@ class Agent:
                 break
             if session is not None and good_session(
                 system_info_sent=session.system_info_sent,
-                connected_for=self.clock.monotonic() - started,
+                connected_for=self.clock.monotonic() - (session.system_info_at or math.inf),
                 interval=self.config.heartbeat_interval,
             ):
                 delays = self._backoff()
@@ -356,6 +374,7 @@ class Agent:
                         tg.start_soon(self._close_on_stop, session, tg.cancel_scope)
                         await self._open(session)
                         tg.start_soon(self._heartbeats, session)
+                        tg.start_soon(self._reprobe, session)
                         await self._read(session)
                 finally:
                     session.ready = False
@@ -365,19 +384,58 @@ class Agent:
     async def _close_on_stop(self, session: _Session, scope: anyio.CancelScope) -> None:
         assert self._stop_requested is not None
         await self._stop_requested.wait()
+        # New deploys are refused from here on; operations under way get a
+        # moment to finish so that their results still reach the control plane.
+        await self._until_idle(self.config.shutdown_grace)
         with anyio.CancelScope(shield=True), anyio.move_on_after(2):
             await session.conn.close(CLOSE_GOING_AWAY, "agent shutting down")
         scope.cancel()
+
+    async def _until_idle(self, timeout: float) -> None:
+        """Wait until no replica operation is queued or running, at most ``timeout``."""
+        if self._queues:
+            self._idle = anyio.Event()
+            with anyio.move_on_after(timeout, shield=True):
+                await self._idle.wait()
 
     async def _open(self, session: _Session) -> None:
         """Register if needed, then system_info, then the outbox, in that order."""
         if self.node is None:
             await self._register(session)
-        await self._probe()
-        await self._refresh()
+        if self._probed_at is None or (
+            self.clock.monotonic() - self._probed_at > self.config.probe_reuse
+        ):
+            await self._probe()
+        with anyio.move_on_after(self.config.open_refresh_timeout):
+            await self._refresh()
         assert self.node is not None
         assert self.report is not None
-        info = SystemInfo(
+        info = self._system_info()
+        await self._send(session, info)
+        session.system_info_sent = True
+        session.system_info_at = self.clock.monotonic()
+        log.info(
+            "session open: node %s, %s, %d replica(s)",
+            self.node.node_id,
+            "ready" if self.report.ready else "degraded",
+            len(self.table.replicas()),
+        )
+        while self.outbox:
+            # Taken out before sending: _deliver may trim the outbox meanwhile.
+            message = self.outbox.popleft()
+            try:
+                await self._send(session, message)
+            except BaseException:
+                self.outbox.appendleft(message)
+                raise
+        # No await between the empty check above and this flag: a result made
+        # meanwhile went to the outbox and was flushed by the loop.
+        session.ready = True
+
+    def _system_info(self) -> SystemInfo:
+        assert self.node is not None
+        assert self.report is not None
+        return SystemInfo(
             SystemInfoPayload(
                 node_id=self.node.node_id,
                 agent_version=__version__,
@@ -387,20 +445,6 @@ class Agent:
                 replicas=self.table.reports(),
             )
         )
-        await self._send(session, info)
-        session.system_info_sent = True
-        log.info(
-            "session open: node %s, %s, %d replica(s)",
-            self.node.node_id,
-            "ready" if self.report.ready else "degraded",
-            len(self.table.replicas()),
-        )
-        while self.outbox:
-            await self._send(session, self.outbox[0])
-            self.outbox.popleft()
-        # No await between the empty check above and this flag: a result made
-        # meanwhile went to the outbox and was flushed by the loop.
-        session.ready = True
 
     async def _register(self, session: _Session) -> None:
         assert self.report is not None
@@ -416,8 +460,9 @@ class Agent:
                 )
             ),
         )
-        with anyio.fail_after(self.config.registration_timeout):
-            while True:
+        answer: RegistrationSuccess | None = None
+        with anyio.move_on_after(self.config.registration_timeout):
+            while answer is None:
                 try:
                     frame = await session.conn.receive()
                     msg = decode_inbound(frame) if isinstance(frame, str) else None
@@ -425,18 +470,24 @@ class Agent:
                     log.warning("ignoring bad frame while registering: %s", exc)
                     continue
                 if isinstance(msg, RegistrationSuccess):
-                    break
-                if isinstance(msg, Error):
-                    log.warning(
-                        "control plane error while registering: %s: %s",
-                        msg.payload.code,
-                        msg.payload.message[:200],
+                    answer = msg
+                elif isinstance(msg, Error):
+                    raise ConnectFailed(
+                        "the control plane refused the registration: "
+                        f"{msg.payload.code[:40]}: {msg.payload.message[:200]}"
                     )
-                    continue
-                log.warning("ignoring a message while registering")
+                else:
+                    log.warning("ignoring a message while registering")
+        if answer is None:
+            raise ConnectFailed(
+                f"no registration_success within {self.config.registration_timeout:g} s"
+            )
+        problem = _identity_problem(answer.payload.node_id, answer.payload.node_token)
+        if problem:
+            raise ConnectFailed(f"registration_success carried an unusable identity: {problem}")
         node = NodeConfig(
-            node_id=msg.payload.node_id,
-            node_token=msg.payload.node_token,
+            node_id=answer.payload.node_id,
+            node_token=answer.payload.node_token,
             control_plane_url=self.config.control_plane_url,
         )
         try:
@@ -616,16 +667,9 @@ class Agent:
             self._beat_now.set()
 
     async def _heartbeats(self, session: _Session) -> None:
-        beats = 0
         while True:
             assert self._beat_now is not None
             self._beat_now = anyio.Event()
-            beats += 1
-            if (
-                beats % max(1, int(self.config.resync_interval / self.config.heartbeat_interval))
-                == 0
-            ):
-                await self._refresh()
             await self._send(session, await self._heartbeat())
             await self._wait_for_beat(self.heartbeat_policy.interval)
 
@@ -665,18 +709,42 @@ class Agent:
     async def _probe(self) -> None:
         report = await self.probe.report()
         self.report = report
+        self._probed_at = self.clock.monotonic()
         self.table.set_slots(assignable_slots(report.hardware.gpus))
         if not report.ready:
             missing = [f"{d.name} ({d.detail})" for d in report.dependencies if not d.ok]
             log.warning("host is degraded: %s", "; ".join(missing))
 
+    async def _reprobe(self, session: _Session) -> None:
+        """Probe again now and then; a change of readiness gets a fresh system_info."""
+        while True:
+            await self.clock.sleep(self.config.reprobe_interval)
+            was_ready = self.report.ready if self.report else None
+            await self._probe()
+            assert self.report is not None
+            if self.report.ready != was_ready:
+                log.info("host is now %s", "ready" if self.report.ready else "degraded")
+                await self._send(session, self._system_info())
+
     async def _refresh(self, *, adopting: bool = False) -> None:
-        try:
-            states = await self.runtime.list()
-        except ContainerRuntimeError as exc:
-            log.warning("cannot list containers: %s", exc)
-            return
-        if self.table.observe(states, busy=self._queues) and not adopting:
+        """Bring the replica table in line with the runtime's list.
+
+        One refresh at a time; replicas that a command touched while the list
+        was being taken keep what the command decided (the list is older).
+        """
+        assert self._refresh_lock is not None
+        async with self._refresh_lock:
+            versions = self.table.versions()
+            busy = set(self._queues)
+            try:
+                states = await self.runtime.list()
+            except ContainerRuntimeError as exc:
+                log.warning("cannot list containers: %s", exc)
+                return
+            changed = self.table.observe(
+                states, busy=busy | set(self._queues), unchanged_since=versions
+            )
+        if changed and not adopting:
             self._heartbeat_soon()
         self._log_conflicts()
 
@@ -691,6 +759,18 @@ class Agent:
         self._logged_conflicts = conflicts
 
     async def _watch_runtime(self) -> None:
+        """Follow container changes, plus a slow periodic re-list as a safety net.
+
+        Runtime I/O lives here, never on the heartbeat path: a hung nerdctl
+        delays the table, not the heartbeats.
+        """
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._follow_changes)
+            while True:
+                await self.clock.sleep(self.config.resync_interval)
+                await self._refresh()
+
+    async def _follow_changes(self) -> None:
         while True:
             try:
                 # aclosing: the runtime's watcher (a nerdctl events process)
@@ -701,6 +781,20 @@ class Agent:
             except ContainerRuntimeError as exc:
                 log.warning("watching containers failed: %s; retrying", exc)
             await self.clock.sleep(self.config.reconnect_delay or 1.0)
+
+
+def _identity_problem(node_id: str, node_token: str) -> str | None:
+    """Why a registration answer cannot be saved and used, or ``None``.
+
+    Both values travel in places (a file, an HTTP header) where empty or
+    non-printable text would only fail later, at the next start.
+    """
+    for name, value in (("node_id", node_id), ("node_token", node_token)):
+        if not value or len(value) > 4096:
+            return f"{name} is empty or too long"
+        if not all("\x21" <= ch <= "\x7e" for ch in value):
+            return f"{name} has characters outside printable ASCII"
+    return None
 
 
 def _payload(result: ReportResult) -> ResultPayload:
@@ -723,7 +817,16 @@ def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
             leaves.append(exc)
 
     walk(group)
-    for wanted in (FatalError, VectorlayError, Exception):
+    # The reason a session ended outranks the errors it caused in sibling
+    # tasks (a 4401 close, then a failed heartbeat send on the dead socket).
+    for wanted in (
+        FatalError,
+        Unauthorized,
+        ConnectionClosed,
+        SessionConflict,
+        VectorlayError,
+        Exception,
+    ):
         for leaf in leaves:
             if isinstance(leaf, wanted):
                 return leaf

@@ -12,7 +12,7 @@ never assigned to another; GPUs are handed out lowest PCI address first.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Final
 
 import msgspec
@@ -126,6 +126,10 @@ class ReplicaTable:
         self._replicas: dict[str, Replica] = {}
         # Replica id -> GPUs its container claims but another replica holds.
         self.conflicts: dict[str, tuple[str, ...]] = {}
+        # Replica id -> a number that grows whenever a command's outcome
+        # changes the replica; lets observe() skip what a stale list would undo.
+        self._versions: dict[str, int] = {}
+        self._version = 0
 
     # --- queries ---------------------------------------------------------
 
@@ -150,6 +154,14 @@ class ReplicaTable:
     def free_slots(self) -> list[GpuSlot]:
         held = self.held()
         return [s for addr, s in sorted(self._slots.items()) if addr not in held]
+
+    def versions(self) -> dict[str, int]:
+        """Per-replica change counters, to pass back to :meth:`observe`."""
+        return dict(self._versions)
+
+    def _touch(self, replica_id: str) -> None:
+        self._version += 1
+        self._versions[replica_id] = self._version
 
     def set_slots(self, slots: Iterable[GpuSlot]) -> None:
         self._slots = {s.pci_address: s for s in sorted(slots)}
@@ -190,6 +202,7 @@ class ReplicaTable:
         self._replicas[rid] = Replica(
             rid, ReplicaStatus.PENDING, tuple(g.pci_address for g in gpus), payload.image
         )
+        self._touch(rid)
         spec = ContainerSpec(replica_id=rid, image=payload.image, gpus=gpus, env=env)
         return StartContainer(spec, replace=existing is not None)
 
@@ -201,6 +214,7 @@ class ReplicaTable:
         if state.status in LIVE:
             gpus = self._claim(state.replica_id, gpus)
         self._replicas[state.replica_id] = Replica(state.replica_id, state.status, gpus, image)
+        self._touch(state.replica_id)
         return ReportResult(state.replica_id, state.status)
 
     def _claim(self, replica_id: str, gpus: tuple[str, ...]) -> tuple[str, ...]:
@@ -225,6 +239,7 @@ class ReplicaTable:
         current = self._replicas.get(replica_id)
         image = current.image if current is not None else ""
         self._replicas[replica_id] = Replica(replica_id, ReplicaStatus.FAILED, (), image, error)
+        self._touch(replica_id)
         return ReportResult(replica_id, ReplicaStatus.FAILED, error)
 
     # --- stop ------------------------------------------------------------
@@ -240,20 +255,32 @@ class ReplicaTable:
     def stopped(self, replica_id: str) -> ReportResult:
         """The container is gone: forget the replica and free its GPUs."""
         self._replicas.pop(replica_id, None)
+        self._touch(replica_id)
         return ReportResult(replica_id, ReplicaStatus.STOPPED)
 
     # --- runtime observations --------------------------------------------
 
-    def observe(self, states: Sequence[ContainerState], *, busy: Iterable[str] = ()) -> bool:
+    def observe(
+        self,
+        states: Sequence[ContainerState],
+        *,
+        busy: Iterable[str] = (),
+        unchanged_since: Mapping[str, int] | None = None,
+    ) -> bool:
         """Bring the table in line with what the runtime lists.
 
         Unknown containers are adopted with the GPUs their labels name;
         known replicas take the observed status; replicas whose container
         vanished are forgotten unless they never had one (failed starts) or
-        an operation on them is in flight (``busy``).  Returns whether any
-        replica's status changed, which warrants an immediate heartbeat.
+        an operation on them is in flight (``busy``).  With
+        ``unchanged_since`` (from :meth:`versions`, taken before the list was
+        requested), replicas a command changed since are left alone: the
+        list predates that change.  Returns whether any replica's status
+        changed, which warrants an immediate heartbeat.
         """
         busy_ids = set(busy)
+        if unchanged_since is not None:
+            busy_ids |= {rid for rid, v in self._versions.items() if unchanged_since.get(rid) != v}
         seen = {s.replica_id: s for s in sorted(states, key=lambda s: s.replica_id)}
         changed = False
         for rid, state in seen.items():
