@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import types
 from collections.abc import Callable, Mapping
@@ -407,3 +408,21 @@ def test_main_reads_the_real_environment_by_default(monkeypatch: pytest.MonkeyPa
     assert isinstance(settings, AgentSettings)
     assert settings.heartbeat_interval == 3.0
     assert settings.org_token == SECRET
+
+
+def test_secrets_leave_the_environment_once_read(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import vectorlay.app.agent as agent_module
+
+    seen: dict[str, object] = {}
+
+    def fake_main(settings: AgentSettings) -> int:
+        seen["token"] = settings.org_token
+        seen["env"] = os.environ.get("VECTORLAY_ORG_TOKEN")
+        return 0
+
+    monkeypatch.setattr(agent_module, "main", fake_main)
+    monkeypatch.setenv("VECTORLAY_ORG_TOKEN", "tok-from-env")
+    assert cli.main(["run", "--state-dir", str(tmp_path)]) == 0
+    assert seen == {"token": "tok-from-env", "env": None}

@@ -378,3 +378,12 @@ def test_child_sees_a_good_file(state_dir: Path, saved: bytes) -> None:
     assert child.returncode == 0, child.stderr
     assert "node-7f3a" in child.stdout
     assert TOKEN not in child.stdout  # NodeConfig's repr hides the token
+
+
+async def test_deeply_nested_node_json_is_corrupt_not_a_crash(tmp_path: Path) -> None:
+    store = FileConfigStore(tmp_path)
+    # An unknown key whose value nests deeply: msgspec recurses while skipping it.
+    store.path.write_text('{"x": ' + "[" * 30_000 + "]" * 30_000 + "}")  # under 64 KiB
+    store.path.chmod(0o600)
+    with pytest.raises(CorruptConfig, match=r"node\.json: not a node config"):
+        await store.load()

@@ -645,3 +645,21 @@ def test_one_corrupted_field_gives_a_field_naming_error(mtype: str, data: st.Dat
             # The type is still readable, so the error names it.
             assert str(result).startswith(f"{mtype}."), str(result)
             assert result.message_type == mtype
+
+
+def test_rich_reprs_hide_secrets_too() -> None:
+    from vectorlay.domain.identity import NodeConfig
+    from vectorlay.domain.messages import DeployPayload, RegistrationSuccessPayload
+    from vectorlay.domain.replicas import ContainerSpec
+
+    secret = "s3cr3t-rich"
+    objects = [
+        NodeConfig("n", secret, "ws://127.0.0.1/v1/agent"),
+        DeployPayload("r", "nginx", 0, {"KEY": secret}),
+        RegistrationSuccessPayload("n", secret),
+        ContainerSpec("r", "nginx", (), {"KEY": secret}),
+    ]
+    for obj in objects:
+        assert secret not in repr(obj)
+        assert secret not in repr(list(obj.__rich_repr__()))
+        assert "KEY" in repr(obj) or "node_token" in repr(obj)

@@ -75,6 +75,8 @@ class FileConfigStore:
             raise CorruptConfig(f"{self.path}: not a node config: {exc}") from None
         except msgspec.DecodeError as exc:
             raise CorruptConfig(f"{self.path}: not valid JSON: {exc}") from None
+        except RecursionError:
+            raise CorruptConfig(f"{self.path}: not a node config: nested too deeply") from None
         for name in _REQUIRED:
             if not getattr(config, name):
                 raise CorruptConfig(f"{self.path}: field `{name}` is empty")

@@ -9,7 +9,6 @@ it is degraded; usage errors (2) are the CLI's.
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from collections.abc import Sequence
 from typing import Final
@@ -24,18 +23,10 @@ from vectorlay.domain.replicas import assignable_slots
 
 EXIT_READY: Final = 0
 EXIT_DEGRADED: Final = 1
-EXIT_USAGE: Final = 2
 PROG: Final = "vectorlay-agent"
 
 
 def main(settings: CheckSettings) -> int:
-    if not _backend_installed(settings.backend):
-        print(
-            f"{PROG}: error: --backend {settings.backend}: not installed "
-            f"(pip install 'vectorlay[{settings.backend}]')",
-            file=sys.stderr,
-        )
-        return EXIT_USAGE
     probe = HostProbe(data_path=settings.data_path, nerdctl=settings.nerdctl)
     report = anyio.run(probe.report, backend=settings.backend)
     if settings.json:
@@ -44,10 +35,6 @@ def main(settings: CheckSettings) -> int:
         sys.stdout.write(render(report))
     sys.stdout.flush()
     return EXIT_READY if report.ready else EXIT_DEGRADED
-
-
-def _backend_installed(backend: str) -> bool:
-    return backend == "asyncio" or importlib.util.find_spec(backend) is not None
 
 
 # --- the readable report ----------------------------------------------------------

@@ -18,6 +18,7 @@ from typing import Any, Final, NoReturn, TypeVar
 
 from vectorlay import __version__
 from vectorlay.app import logs
+from vectorlay.app.backends import missing_backend
 from vectorlay.app.settings import (
     DEFAULT_CP_DB,
     DEFAULT_CP_LISTEN,
@@ -328,6 +329,11 @@ def _fail(message: str) -> NoReturn:
     raise SystemExit(EXIT_USAGE)
 
 
+# Secrets read from the environment are dropped from it once read, so that
+# no subprocess the agent runs (lspci, nerdctl, ...) inherits them.
+_SECRET_ENV: Final = ("VECTORLAY_ORG_TOKEN", "VECTORLAY_CP_ORG_TOKENS", "VECTORLAY_CP_ADMIN_TOKEN")
+
+
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     environ = os.environ if env is None else env
     parser = _parser()
@@ -336,24 +342,39 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     try:
+        settings: CheckSettings | AgentSettings | ControlPlaneSettings
         if args.command == "check":
-            check = check_settings(args, environ)
-            logs.configure(check.log.format, check.log.level)
-            from vectorlay.app.check import main as check_main
-
-            return check_main(check)
-        if args.command == "run":
-            agent = agent_settings(args, environ)
-            logs.configure(agent.log.format, agent.log.level)
-            from vectorlay.app.agent import main as agent_main
-
-            return agent_main(agent)
-        cp = control_plane_settings(args, environ)
-        logs.configure(cp.log.format, cp.log.level)
-        from vectorlay.app.controlplane import main as cp_main
-
-        return cp_main(cp)
+            settings = check_settings(args, environ)
+        elif args.command == "run":
+            settings = agent_settings(args, environ)
+        else:
+            settings = control_plane_settings(args, environ)
     except UsageError as exc:
         _fail(str(exc))
+    if env is None:
+        for name in _SECRET_ENV:
+            os.environ.pop(name, None)
+    problem = missing_backend(settings.backend, PROG)
+    if problem:
+        print(problem, file=sys.stderr)
+        return EXIT_USAGE
+    logs.configure(settings.log.format, settings.log.level)
+    try:
+        return _dispatch(settings)
     except KeyboardInterrupt:
         return 130
+
+
+def _dispatch(settings: CheckSettings | AgentSettings | ControlPlaneSettings) -> int:
+    # Each command imports only what it needs: `check` never loads httpx.
+    if isinstance(settings, CheckSettings):
+        from vectorlay.app.check import main as check_main
+
+        return check_main(settings)
+    if isinstance(settings, AgentSettings):
+        from vectorlay.app.agent import main as agent_main
+
+        return agent_main(settings)
+    from vectorlay.app.controlplane import main as cp_main
+
+    return cp_main(settings)

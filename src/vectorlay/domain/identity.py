@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
+
+from vectorlay.domain.redact import redacted_items, redacted_repr
 
 
 class NodeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
@@ -17,7 +21,10 @@ class NodeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
     control_plane_url: str
 
     def __repr__(self) -> str:
-        return (
-            f"NodeConfig(node_id={self.node_id!r}, node_token=<redacted>, "
-            f"control_plane_url={self.control_plane_url!r})"
-        )
+        return redacted_repr(self, _SECRET)
+
+    def __rich_repr__(self) -> list[tuple[str, Any]]:
+        return redacted_items(self, _SECRET)
+
+
+_SECRET = frozenset({"node_token"})

@@ -16,6 +16,7 @@ from typing import Any, Final
 
 import msgspec
 
+from vectorlay.domain.redact import redacted_items, redacted_repr
 from vectorlay.errors import (
     InvalidMessage,
     MessageTooLarge,
@@ -139,7 +140,10 @@ class RegistrationSuccessPayload(msgspec.Struct, frozen=True, gc=False):
     node_token: str
 
     def __repr__(self) -> str:
-        return f"RegistrationSuccessPayload(node_id={self.node_id!r}, node_token=<redacted>)"
+        return redacted_repr(self, _TOKEN)
+
+    def __rich_repr__(self) -> list[tuple[str, Any]]:
+        return redacted_items(self, _TOKEN)
 
 
 class SystemInfoPayload(msgspec.Struct, frozen=True, gc=False):
@@ -165,11 +169,10 @@ class DeployPayload(msgspec.Struct, frozen=True, gc=False):
 
     def __repr__(self) -> str:
         # Env values are secrets; a repr may end up in a log or a traceback.
-        names = sorted(self.env_vars)
-        return (
-            f"DeployPayload(replica_id={self.replica_id!r}, image={self.image!r}, "
-            f"gpu_count={self.gpu_count!r}, env_vars=<{len(names)} redacted: {names}>)"
-        )
+        return redacted_repr(self, _ENV)
+
+    def __rich_repr__(self) -> list[tuple[str, Any]]:
+        return redacted_items(self, _ENV)
 
 
 class ResultPayload(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
@@ -188,6 +191,10 @@ class ErrorPayload(msgspec.Struct, frozen=True, gc=False):
 
 
 # --- messages --------------------------------------------------------------
+
+
+_TOKEN: Final = frozenset({"node_token"})
+_ENV: Final = frozenset({"env_vars"})
 
 
 class Message(msgspec.Struct, frozen=True, gc=False, tag_field="type"):

@@ -13,11 +13,12 @@ never assigned to another; GPUs are handed out lowest PCI address first.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Final
+from typing import Any, Final
 
 import msgspec
 
 from vectorlay.domain.messages import DeployPayload, Gpu, ReplicaReport, ReplicaStatus
+from vectorlay.domain.redact import redacted_items, redacted_repr
 from vectorlay.domain.validation import (
     check_env_vars,
     check_gpu_count,
@@ -64,10 +65,13 @@ class ContainerSpec(msgspec.Struct, frozen=True):
         return container_name(self.replica_id)
 
     def __repr__(self) -> str:
-        return (
-            f"ContainerSpec(replica_id={self.replica_id!r}, image={self.image!r}, "
-            f"gpus={self.gpus!r}, env=<{len(self.env)} redacted: {sorted(self.env)}>)"
-        )
+        return redacted_repr(self, _ENV)
+
+    def __rich_repr__(self) -> list[tuple[str, Any]]:
+        return redacted_items(self, _ENV)
+
+
+_ENV: Final = frozenset({"env"})
 
 
 class ContainerState(msgspec.Struct, frozen=True):
