@@ -26,8 +26,8 @@ def _one_line(text: str) -> str:
 
 
 def _exception_summary(record: logging.LogRecord) -> str | None:
-    # One line with the type and message; full tracebacks only at debug level,
-    # where an operator asked for them.
+    # One line with the type and message, never a multi-line traceback:
+    # every record stays one line for journald and log shippers.
     if not record.exc_info or record.exc_info[1] is None:
         return None
     exc = record.exc_info[1]
