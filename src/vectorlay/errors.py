@@ -13,6 +13,14 @@ class VectorlayError(Exception):
     """Root of every error this package raises on purpose."""
 
 
+class FatalError(VectorlayError):
+    """Retrying cannot help: the process exits with ``exit_code``."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 # --- wire messages -------------------------------------------------------
 
 

@@ -87,6 +87,7 @@ from vectorlay.errors import (
     ConnectionClosed,
     ContainerRuntimeError,
     CorruptConfig,
+    FatalError,
     InsecureURL,
     ProtocolError,
     SessionConflict,
@@ -131,14 +132,6 @@ class AgentConfig:
     # Listing containers before system_info may take this long at most;
     # after that the table as it stands is reported.
     open_refresh_timeout: float = 5.0
-
-
-class FatalError(VectorlayError):
-    """Retrying cannot help: the agent exits with ``exit_code``."""
-
-    def __init__(self, message: str, exit_code: int = EXIT_FAILURE) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 Command = Deploy | Stop
