@@ -66,7 +66,8 @@ async def test_admin_api_wants_the_admin_token(tmp_path: Path, method: str, path
 async def test_admin_api_is_refused_without_a_configured_token(tmp_path: Path) -> None:
     async with running_control_plane(tmp_path, admin_token=None) as cp, cp.admin() as http:
         response = await http.get("/v1/nodes")
-        assert response.status_code == 403
+        assert response.status_code == 401
+        assert response.headers["www-authenticate"].lower().startswith("bearer")
         assert "VECTORLAY_CP_ADMIN_TOKEN" in response.json()["error"]
 
 
@@ -90,6 +91,8 @@ async def test_unknown_paths_and_methods(tmp_path: Path) -> None:
     [
         (b"{not json", 400, None, "JSON"),
         (b"", 400, None, "JSON"),
+        (b"[" * 100_000 + b"]" * 100_000, 400, None, "nested too deeply"),
+        (b'{"image": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", 400, None, "nested too deeply"),
         (b"[1, 2]", 422, "body", "object"),
         (b"{}", 422, "image", "missing"),
         (b'{"image": "Not A Valid Image!"}', 422, "image", "image"),
@@ -168,13 +171,28 @@ async def test_drain_maintenance_resume(tmp_path: Path) -> None:
             return (await http.get(f"/v1/nodes/{node_id}")).json()["status"]
 
         await eventually(lambda: _is(status, "maintenance"))
-        conflict = await http.post(f"/v1/nodes/{node_id}/drain")
-        assert conflict.status_code == 409
+        again = await http.post(f"/v1/nodes/{node_id}/drain")  # no-op: keeps maintenance
+        assert again.status_code == 200
+        assert (again.json()["status"], again.json()["hold"]) == ("maintenance", "maintenance")
         resumed = await http.post(f"/v1/nodes/{node_id}/resume")
         assert resumed.status_code == 200
         assert (resumed.json()["status"], resumed.json()["hold"]) == ("online", None)
         held = await http.post(f"/v1/nodes/{node_id}/maintenance")
         assert (held.json()["status"], held.json()["hold"]) == ("maintenance", "maintenance")
+
+
+async def test_drain_of_an_offline_node_in_maintenance_keeps_maintenance(
+    tmp_path: Path,
+) -> None:
+    async with running_control_plane(tmp_path) as cp, cp.admin() as http:
+        async with AgentClient.connect(cp.port, ORG_TOKEN) as ws:
+            node_id = await _online_node(cp, ws)
+            held = await http.post(f"/v1/nodes/{node_id}/maintenance")
+            assert held.json()["hold"] == "maintenance"
+        await eventually(lambda: not cp.cp.fleet.is_connected(node_id))
+        drained = await http.post(f"/v1/nodes/{node_id}/drain")
+        assert drained.status_code == 200
+        assert (drained.json()["status"], drained.json()["hold"]) == ("offline", "maintenance")
 
 
 async def _is(read: Any, wanted: str) -> bool:

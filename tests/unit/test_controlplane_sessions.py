@@ -214,6 +214,46 @@ async def test_a_connection_that_never_says_hello_is_closed_4001(tmp_path: Path)
         assert await ws.expect_close() == 4001
 
 
+async def test_after_register_system_info_is_due_within_offline_after(tmp_path: Path) -> None:
+    """Pings keep a registered connection alive only until system_info is due."""
+    clock = ManualClock(start=100.0)
+    async with (
+        running_control_plane(tmp_path, clock=clock, offline_after=10.0) as cp,
+        AgentClient.connect(cp.port, ORG_TOKEN) as ws,
+    ):
+        clock.advance(5.0)
+        await anyio.wait_all_tasks_blocked()
+        node_id, _ = await ws.register()  # at 105: system_info is due by 115
+        for _ in range(3):
+            clock.advance(3.0)
+            await anyio.wait_all_tasks_blocked()
+            await ws.ping()
+            await ws.wait_pong()
+        clock.advance(0.75)  # 114.75: 14.75 s after the upgrade, still open
+        await anyio.wait_all_tasks_blocked()
+        await ws.ping()
+        await ws.wait_pong()
+        clock.advance(0.25)  # 115: register + offline_after, whatever the pings
+        assert await ws.expect_close() == 4001
+        assert not cp.cp.fleet.is_connected(node_id)
+
+
+async def test_deeply_nested_frame_is_invalid_and_the_session_stays_open(
+    tmp_path: Path,
+) -> None:
+    async with running_control_plane(tmp_path) as cp, AgentClient.connect(cp.port, ORG_TOKEN) as ws:
+        node_id, _ = await ws.register()
+        await ws.send_message(system_info(node_id))
+        depth = 100_000
+        await ws.send_text('{"type": "heartbeat", "payload": ' + "[" * depth + "]" * depth + "}")
+        answer = await ws.receive_json()
+        assert answer["payload"]["code"] == "invalid_message"
+        await ws.send_message(heartbeat())
+        await ws.ping()
+        await ws.wait_pong()
+        assert cp.cp.fleet.is_connected(node_id)
+
+
 async def test_deploy_heartbeat_stop_flow(tmp_path: Path) -> None:
     async with running_control_plane(tmp_path) as cp, AgentClient.connect(cp.port, ORG_TOKEN) as ws:
         node_id, _ = await ws.register(gpus=2)

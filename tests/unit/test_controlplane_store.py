@@ -140,6 +140,27 @@ async def test_an_unreadable_record_is_a_clear_error(tmp_path: Path) -> None:
     await store.aclose()
 
 
+INSERTS = {
+    "node": "INSERT INTO nodes (node_id, record) VALUES ('n9', ?)",
+    "replica": "INSERT INTO replicas (replica_id, record) VALUES ('n9', ?)",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(INSERTS))
+async def test_a_deeply_nested_record_is_a_clear_error(tmp_path: Path, kind: str) -> None:
+    db = tmp_path / "cp.sqlite3"
+    SqliteFleetStore(db)
+    # An unknown field is skipped, but skipping still walks every level.
+    deep = b"[" * 100_000 + b"]" * 100_000
+    record = b'{"node_id": "n9", "replica_id": "n9", "image": "i", "extra": ' + deep + b"}"
+    with sqlite3.connect(db) as conn:
+        conn.execute(INSERTS[kind], (record,))
+    store = SqliteFleetStore(db)
+    with pytest.raises(StoreError, match=f"{kind} n9 is not readable: nested too deeply"):
+        await store.load()
+    await store.aclose()
+
+
 def test_a_directory_path_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="cannot open the store"):
         SqliteFleetStore(tmp_path)

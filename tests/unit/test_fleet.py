@@ -41,7 +41,6 @@ from vectorlay.domain.messages import (
     SystemInfoPayload,
 )
 from vectorlay.domain.node import Hold, Node, Status
-from vectorlay.errors import InvalidTransition
 
 WALL = datetime(2026, 1, 1, tzinfo=UTC)
 R = ReplicaStatus
@@ -297,6 +296,151 @@ def test_stopping_a_waiting_replica_needs_no_node(fleet: Fleet) -> None:
         fleet.stop("nope")
 
 
+def test_failed_stop_keeps_the_gpus_and_the_stop_for_the_next_session(fleet: Fleet) -> None:
+    add_node(fleet, "a", gpus=1)
+    fleet.deploy(deploy("r1", 1))
+    fleet.deploy_result("a", ok("r1"))
+    fleet.stop("r1")
+    fleet.take_changes()
+    error = "nerdctl rm replica-r1: timed out after 30 s"
+    assert fleet.stop_result("a", ResultPayload("r1", R.FAILED, error)) == []
+    replica = fleet.replica("r1")
+    assert replica is not None
+    assert (replica.status, replica.error) == (ReplicaPhase.STOPPING, error)
+    assert fleet.gpus_free("a") == 0  # the container may still run
+    changes = fleet.take_changes()
+    assert [r.error for r in changes.replicas] == [error]
+    assert changes.commands_deleted == []
+    assert [(c.replica_id, c.kind) for c in fleet.pending_commands("a")] == [
+        ("r1", CommandKind.STOP)
+    ]
+    # Still running per its heartbeat: the stop's answer decides, not the report.
+    fleet.heartbeat("a", [ReplicaReport("r1", R.RUNNING)])
+    assert fleet.gpus_free("a") == 0
+    fleet.disconnect("a")
+    again = info("a", gpus=1, replicas={"r1": R.RUNNING})
+    assert fleet.session_started("a", again, now=1, wall=WALL) == [
+        Send("a", Stop(StopPayload("r1")))
+    ]
+    fleet.stop_result("a", ok("r1", R.STOPPED))
+    replica = fleet.replica("r1")
+    assert replica is not None
+    assert (replica.status, replica.error) == (ReplicaPhase.STOPPED, None)
+    assert fleet.gpus_free("a") == 1
+    assert fleet.pending_commands() == []
+
+
+def test_failed_stop_without_an_error_text_says_so(fleet: Fleet) -> None:
+    add_node(fleet, "a")
+    fleet.deploy(deploy("r1", 1))
+    fleet.stop("r1")
+    fleet.stop_result("a", ResultPayload("r1", R.FAILED))
+    replica = fleet.replica("r1")
+    assert replica is not None
+    assert (replica.status, replica.error) == (ReplicaPhase.STOPPING, "stop failed")
+
+
+def test_failed_stop_of_a_duplicate_is_sent_again_on_return(fleet: Fleet) -> None:
+    add_node(fleet, "a", gpus=2)
+    fleet.deploy(deploy("r1", 2))
+    fleet.deploy_result("a", ok("r1"))
+    fleet.disconnect("a")
+    add_node(fleet, "b", gpus=2, now=30.0)
+    fleet.reschedule_due(60.0)
+    sends = fleet.session_started("a", info("a", replicas={"r1": R.RUNNING}), now=61, wall=WALL)
+    assert sends == [Send("a", Stop(StopPayload("r1")))]
+    fleet.stop_result("a", ResultPayload("r1", R.FAILED, "timed out"))
+    replica = fleet.replica("r1")
+    assert replica is not None
+    assert (replica.node_id, replica.status, replica.error) == ("b", ReplicaPhase.PENDING, None)
+    fleet.disconnect("a")
+    sends = fleet.session_started("a", info("a", replicas={"r1": R.RUNNING}), now=62, wall=WALL)
+    assert sends == [Send("a", Stop(StopPayload("r1")))]
+
+
+# --- reconciling with the node's own list ---------------------------------------------
+
+
+def test_replicas_missing_from_system_info_fail_and_free_their_gpus(fleet: Fleet) -> None:
+    add_node(fleet, "a", gpus=2)
+    fleet.deploy(deploy("gone", 1))
+    fleet.deploy(deploy("kept", 1))
+    fleet.deploy_result("a", ok("gone"))
+    fleet.deploy_result("a", ok("kept"))
+    assert fleet.gpus_free("a") == 0
+    fleet.disconnect("a")
+    fleet.take_changes()
+    fleet.session_started("a", info("a", replicas={"kept": R.RUNNING}), now=1, wall=WALL)
+    gone, kept = fleet.replica("gone"), fleet.replica("kept")
+    assert gone is not None
+    assert kept is not None
+    assert (gone.status, gone.error) == (ReplicaPhase.FAILED, "not reported by node")
+    assert kept.status is ReplicaPhase.RUNNING
+    assert fleet.gpus_free("a") == 1
+    assert "gone" in [r.replica_id for r in fleet.take_changes().replicas]
+    # A later report of it running takes it back.
+    fleet.heartbeat("a", [ReplicaReport("gone", R.RUNNING), ReplicaReport("kept", R.RUNNING)])
+    gone = fleet.replica("gone")
+    assert gone is not None
+    assert gone.status is ReplicaPhase.RUNNING
+    assert fleet.gpus_free("a") == 0
+
+
+def test_unreported_replica_with_a_deploy_unanswered_is_left_alone(fleet: Fleet) -> None:
+    add_node(fleet, "a")
+    fleet.deploy(deploy("r1", 1))  # sent, not answered yet
+    fleet.disconnect("a")
+    sends = fleet.session_started("a", info("a"), now=1, wall=WALL)
+    assert [type(s.message) for s in sends] == [Deploy]
+    replica = fleet.replica("r1")
+    assert replica is not None
+    assert replica.status is ReplicaPhase.PENDING
+    assert fleet.gpus_free("a") == 1
+
+
+def test_unreported_stopping_and_ended_replicas_are_left_to_their_answers(
+    fleet: Fleet,
+) -> None:
+    add_node(fleet, "a", gpus=2)
+    fleet.deploy(deploy("stopping", 1))
+    fleet.deploy(deploy("exited", 1))
+    fleet.deploy_result("a", ok("stopping"))
+    fleet.deploy_result("a", ok("exited", R.EXITED))
+    fleet.stop("stopping")
+    fleet.disconnect("a")
+    sends = fleet.session_started("a", info("a"), now=1, wall=WALL)
+    assert sends == [Send("a", Stop(StopPayload("stopping")))]
+    statuses = [(r.replica_id, r.status, r.error) for r in fleet.replicas()]
+    assert statuses == [
+        ("exited", ReplicaPhase.EXITED, None),
+        ("stopping", ReplicaPhase.STOPPING, None),
+    ]
+
+
+def test_heartbeats_missing_a_replica_change_nothing(fleet: Fleet) -> None:
+    add_node(fleet, "a")
+    fleet.deploy(deploy("r1", 1))
+    fleet.deploy_result("a", ok("r1"))
+    fleet.take_changes()
+    assert fleet.heartbeat("a", []) == []
+    replica = fleet.replica("r1")
+    assert replica is not None
+    assert replica.status is ReplicaPhase.RUNNING
+    assert fleet.take_changes().empty
+
+
+def test_a_draining_node_whose_last_replica_went_unreported_is_maintenance(
+    fleet: Fleet,
+) -> None:
+    add_node(fleet, "a")
+    fleet.deploy(deploy("r1", 1))
+    fleet.deploy_result("a", ok("r1"))
+    fleet.drain("a")
+    fleet.disconnect("a")
+    fleet.session_started("a", info("a"), now=1, wall=WALL)
+    assert node_of(fleet, "a").status is Status.MAINTENANCE
+
+
 # --- rescheduling and duplicates ------------------------------------------------------
 
 
@@ -372,8 +516,8 @@ def test_drain_waits_for_replicas_then_maintenance_and_resume(fleet: Fleet) -> N
     fleet.stop("r1")
     fleet.stop_result("a", ok("r1", R.STOPPED))
     assert node_of(fleet, "a").status is Status.MAINTENANCE
-    with pytest.raises(InvalidTransition):
-        fleet.drain("a")
+    node, sends = fleet.drain("a")  # a no-op: drain never loosens maintenance
+    assert (node.status, node.state.hold, sends) == (Status.MAINTENANCE, Hold.MAINTENANCE, [])
     node, _ = fleet.resume("a")
     assert (node.status, node.state.hold) == (Status.ONLINE, None)
 
@@ -405,6 +549,16 @@ def test_holds_apply_to_offline_nodes_and_on_reconnect(fleet: Fleet) -> None:
     assert node.status is Status.ONLINE
     with pytest.raises(UnknownNode):
         fleet.drain("nope")
+
+
+def test_drain_keeps_the_maintenance_hold_of_an_offline_node(fleet: Fleet) -> None:
+    add_node(fleet, "a")
+    fleet.maintenance("a")
+    fleet.disconnect("a")
+    node, _ = fleet.drain("a")
+    assert (node.status, node.state.hold) == (Status.OFFLINE, Hold.MAINTENANCE)
+    fleet.session_started("a", info("a"), now=1, wall=WALL)
+    assert node_of(fleet, "a").status is Status.MAINTENANCE
 
 
 def test_resume_of_a_node_with_failed_deps_is_degraded(fleet: Fleet) -> None:

@@ -32,7 +32,10 @@ CASES: list[tuple[Node, Event, Node]] = [
     (Node(S.OFFLINE, H.MAINTENANCE), E.CONNECT, Node(S.MAINTENANCE, H.MAINTENANCE)),
     # Operators may act on an offline node.
     (Node(S.OFFLINE), E.DRAIN, Node(S.OFFLINE, H.DRAIN)),
-    (Node(S.OFFLINE, H.MAINTENANCE), E.DRAIN, Node(S.OFFLINE, H.DRAIN)),
+    # Drain never loosens maintenance: a no-op offline as well as connected.
+    (Node(S.OFFLINE, H.MAINTENANCE), E.DRAIN, Node(S.OFFLINE, H.MAINTENANCE)),
+    (Node(S.OFFLINE, H.MAINTENANCE, True), E.DRAIN, Node(S.OFFLINE, H.MAINTENANCE, True)),
+    (Node(S.OFFLINE, H.DRAIN), E.DRAIN, Node(S.OFFLINE, H.DRAIN)),
     (Node(S.OFFLINE), E.MAINTENANCE, Node(S.OFFLINE, H.MAINTENANCE)),
     (Node(S.OFFLINE, H.DRAIN), E.MAINTENANCE, Node(S.OFFLINE, H.MAINTENANCE)),
     (Node(S.OFFLINE, H.DRAIN), E.RESUME, Node(S.OFFLINE)),
@@ -58,6 +61,8 @@ CASES: list[tuple[Node, Event, Node]] = [
     (Node(S.DEGRADED), E.DRAIN, Node(S.DRAINING, H.DRAIN)),
     (Node(S.DRAINING, H.DRAIN), E.DRAIN, Node(S.DRAINING, H.DRAIN)),
     (Node(S.DRAINING, H.DRAIN, True), E.REPLICAS_GONE, Node(S.MAINTENANCE, H.MAINTENANCE, True)),
+    (Node(S.MAINTENANCE, H.MAINTENANCE), E.DRAIN, Node(S.MAINTENANCE, H.MAINTENANCE)),
+    (Node(S.MAINTENANCE, H.MAINTENANCE, True), E.DRAIN, Node(S.MAINTENANCE, H.MAINTENANCE, True)),
     # Maintenance applies at once from every connected status.
     (Node(S.ONLINE, deps_ok=True), E.MAINTENANCE, Node(S.MAINTENANCE, H.MAINTENANCE, True)),
     (Node(S.DEGRADED), E.MAINTENANCE, Node(S.MAINTENANCE, H.MAINTENANCE)),
@@ -86,8 +91,9 @@ FORBIDDEN: set[tuple[Status, Event]] = {
     (S.ONLINE, E.REPLICAS_GONE),  # only a draining node waits for its replicas
     (S.DEGRADED, E.REPLICAS_GONE),
     (S.MAINTENANCE, E.REPLICAS_GONE),
-    (S.MAINTENANCE, E.DRAIN),  # drain would loosen a maintenance hold
 }
+
+OPERATOR_EVENTS = (E.DRAIN, E.MAINTENANCE, E.RESUME)
 
 
 @pytest.mark.parametrize(("start", "event", "expected"), CASES)
@@ -113,6 +119,12 @@ def test_forbidden_pairs_raise(status: Status, event: Event) -> None:
         with pytest.raises(InvalidTransition) as info:
             step(node, event)
         assert str(info.value) == f"no transition from {status.value} on {event.value}"
+
+
+def test_operator_events_are_accepted_from_every_status() -> None:
+    """The admin API answers drain, maintenance and resume with the node, never a conflict."""
+    for status, event in itertools.product(Status, OPERATOR_EVENTS):
+        assert (status, event) in TRANSITIONS
 
 
 def test_step_never_mutates_its_input() -> None:
@@ -207,6 +219,13 @@ def test_holds_survive_disconnect_and_reconnect(seq: list[Event]) -> None:
             assert back.status is node.status
         else:
             assert back.status is S.DEGRADED  # online again only after deps_ok
+
+
+@given(events)
+def test_drain_never_loosens_maintenance(seq: list[Event]) -> None:
+    for node in walk(seq):
+        if node.hold is H.MAINTENANCE:
+            assert step(node, E.DRAIN) == node
 
 
 @given(events)

@@ -221,6 +221,8 @@ class SqliteFleetStore:
             return decoder.decode(blob)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise StoreError(f"{self.path}: {what} is not readable: {exc}") from None
+        except RecursionError:
+            raise StoreError(f"{self.path}: {what} is not readable: nested too deeply") from None
 
 
 if TYPE_CHECKING:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import anyio
 import anyio.abc
 
+from vectorlay.app.backends import missing_backend
 from vectorlay.app.settings import ControlPlaneSettings
 
 if TYPE_CHECKING:
@@ -26,15 +27,21 @@ log = logging.getLogger("vectorlay.controlplane")
 
 EXIT_OK = 0
 EXIT_FAILED = 1
+EXIT_USAGE = 2
+PROG = "vectorlay-agent"
 
 
 def main(settings: ControlPlaneSettings) -> int:
+    missing = missing_backend(settings.backend, PROG)
+    if missing is not None:
+        print(missing, file=sys.stderr)
+        return EXIT_USAGE
     try:
         import h11  # noqa: F401
         import wsproto  # noqa: F401
     except ImportError as exc:
         print(
-            f"vectorlay-agent: error: the control plane needs {exc.name}: "
+            f"{PROG}: error: the control plane needs {exc.name}: "
             "pip install 'vectorlay[controlplane]'",
             file=sys.stderr,
         )

@@ -84,9 +84,9 @@ class AgentSession:
         self.node_id = node_id
         self.peer = peer
         self.phase = Phase.REGISTERING if node_id is None else Phase.IDENTIFIED
-        self._opened = cp.clock.monotonic()
-        self._last_frame = self._opened
-        self._greeted = False  # register or system_info received
+        # What the hello deadline counts from: the upgrade, then the register
+        # (after which system_info is due); frames in between buy no time.
+        self._waiting_since = cp.clock.monotonic()
         self._send, self._outbox = anyio.create_memory_object_stream[str](OUTBOX_LIMIT)
         self._scope: anyio.CancelScope | None = None
         self._close_code: int | None = None
@@ -206,16 +206,13 @@ class AgentSession:
         self.end(CLOSE_HEARTBEAT_TIMEOUT)
 
     def _deadline(self) -> float:
-        policy = self.cp.fleet.policy
         if self.phase is Phase.STARTED and self.node_id is not None:
             return self.cp.fleet.liveness_deadline(self.node_id)
-        # Until register/system_info arrives, other frames do not buy time.
-        return policy.deadline(self._last_frame if self._greeted else self._opened)
+        return self.cp.fleet.policy.deadline(self._waiting_since)
 
     def _frame_seen(self) -> None:
-        now = self.cp.clock.monotonic()
-        self._last_frame = now
         if self.phase is Phase.STARTED and self.node_id is not None:
+            now = self.cp.clock.monotonic()
             self.cp.fleet.touch(self.node_id, now=now, wall=self.cp.clock.now())
 
     # --- messages -----------------------------------------------------------------------
@@ -293,7 +290,7 @@ class AgentSession:
         await cp.commit([])
         self.node_id = node_id
         self.phase = Phase.IDENTIFIED
-        self._greeted = True
+        self._waiting_since = cp.clock.monotonic()
         self._claim(node_id)
         self.send(
             RegistrationSuccess(RegistrationSuccessPayload(node_id=node_id, node_token=token))
@@ -325,7 +322,6 @@ class AgentSession:
             return
         first = self.phase is not Phase.STARTED
         self.phase = Phase.STARTED
-        self._greeted = True
         await cp.commit(sends)
         if first:
             node = cp.fleet.node(self.node_id)

@@ -21,7 +21,15 @@ Rules (DESIGN.md section 6):
   it.  When the old node comes back still running one, it is sent a ``stop``.
 - Commands not yet answered (one per node and replica: a later one replaces
   an earlier one) are re-sent when the node's session resumes; an answer
-  clears only a command of its own kind.
+  clears only a command of its own kind.  A ``failed`` stop answers nothing:
+  the container may still run, so the replica stays ``stopping`` (GPUs held,
+  the agent's error kept) and the stop is sent again on the next session.
+- ``system_info`` lists every replica the node manages.  A ``pending`` or
+  ``running`` replica of the node missing from it, with no deploy still
+  unanswered, is gone: it becomes ``failed`` ("not reported by node") and
+  frees its GPUs.  Heartbeats list replicas too but are not used this way:
+  the agent builds one while its deploys run, so it can trail the answers
+  that follow it.
 - A draining node becomes ``maintenance`` once no replica holds it.
 """
 
@@ -97,6 +105,8 @@ class ReplicaPhase(enum.StrEnum):
 HOLDS_GPUS: Final = frozenset({ReplicaPhase.PENDING, ReplicaPhase.RUNNING, ReplicaPhase.STOPPING})
 MOVABLE: Final = frozenset({ReplicaPhase.PENDING, ReplicaPhase.RUNNING})
 _LIVE_REPORT: Final = frozenset({ReplicaStatus.PENDING, ReplicaStatus.RUNNING})
+NOT_REPORTED: Final = "not reported by node"
+STOP_FAILED: Final = "stop failed"
 
 
 class CommandKind(enum.StrEnum):
@@ -361,6 +371,7 @@ class Fleet:
         self._last_frame[node_id] = now
         self._connected.discard(node_id)  # commands from _observe are sent below with the rest
         self._observe(node_id, info.replicas)
+        self._fail_unreported(node_id, info.replicas)
         self._settle(node_id)
         self._connected.add(node_id)
         sends = [Send(node_id, self.message_for(c)) for c in self.pending_commands(node_id)]
@@ -389,6 +400,8 @@ class Fleet:
         return self._place_waiting()
 
     def stop_result(self, node_id: str, result: ResultPayload) -> list[Send]:
+        if result.status is ReplicaStatus.FAILED:
+            return self._stop_failed(node_id, result)
         self._answered(node_id, result.replica_id, CommandKind.STOP)
         replica = self._replicas.get(result.replica_id)
         if replica is None or replica.node_id != node_id:
@@ -601,6 +614,34 @@ class Fleet:
             if status is not replica.status:
                 self._set_replica(msgspec.structs.replace(replica, status=status))
         return sends
+
+    def _stop_failed(self, node_id: str, result: ResultPayload) -> list[Send]:
+        """The agent could not stop it: the container may still run.
+
+        The stop stays unanswered (re-sent on the node's next session, or at
+        once by another ``DELETE``) and the replica keeps its GPUs.
+        """
+        replica = self._replicas.get(result.replica_id)
+        if replica is None or replica.node_id != node_id:
+            return []
+        if replica.status is ReplicaPhase.STOPPING:
+            error = result.error or STOP_FAILED
+            self._set_replica(msgspec.structs.replace(replica, error=error))
+        return []
+
+    def _fail_unreported(self, node_id: str, reports: Sequence[ReplicaReport]) -> None:
+        """Replicas the node's complete list leaves out are gone from it."""
+        reported = {r.replica_id for r in reports}
+        for replica_id in self._movable_on(node_id):
+            if replica_id in reported:
+                continue
+            pending = self._commands.get((node_id, replica_id))
+            if pending is not None and pending.kind is CommandKind.DEPLOY:
+                continue  # not started yet, or its answer is still on the way
+            replica = self._replicas[replica_id]
+            self._set_replica(
+                msgspec.structs.replace(replica, status=ReplicaPhase.FAILED, error=NOT_REPORTED)
+            )
 
     def _stop_duplicate(self, node_id: str, replica_id: str, status: ReplicaStatus) -> list[Send]:
         """The node runs a copy it should not (moved away or stopped): stop it once."""

@@ -6,7 +6,9 @@ fail--> degraded``; any connected status ``--disconnect--> offline``;
 ``maintenance --resume--> online`` (``degraded`` when deps are not ok).
 An operator hold (drain or maintenance) is part of the node and survives a
 disconnect: the reconnecting node comes back ``draining`` or
-``maintenance``, never ``online``.
+``maintenance``, never ``online``.  Drain on a node already held in
+maintenance is a no-op: maintenance is the stricter hold, and drain would
+only loosen it.
 """
 
 from __future__ import annotations
@@ -85,6 +87,16 @@ def _hold(hold: Hold | None, *, connected: bool) -> Rule:
     return rule
 
 
+def _drain(*, connected: bool) -> Rule:
+    """Drain, unless maintenance already holds the node (then nothing changes)."""
+    hold_drain = _hold(Hold.DRAIN, connected=connected)
+
+    def rule(node: Node) -> Node:
+        return node if node.hold is Hold.MAINTENANCE else hold_drain(node)
+
+    return rule
+
+
 def _connect(node: Node) -> Node:
     # Dependencies are unknown until the session's system_info arrives.
     node = msgspec.structs.replace(node, deps_ok=False)
@@ -96,7 +108,7 @@ _CONNECTED: Final = (Status.ONLINE, Status.DEGRADED, Status.DRAINING, Status.MAI
 TRANSITIONS: Final[dict[tuple[Status, Event], Rule]] = {
     (Status.OFFLINE, Event.CONNECT): _connect,
     # Operators may act on an offline node; the hold applies on reconnect.
-    (Status.OFFLINE, Event.DRAIN): _hold(Hold.DRAIN, connected=False),
+    (Status.OFFLINE, Event.DRAIN): _drain(connected=False),
     (Status.OFFLINE, Event.MAINTENANCE): _hold(Hold.MAINTENANCE, connected=False),
     (Status.OFFLINE, Event.RESUME): _hold(None, connected=False),
     **{(s, Event.DISCONNECT): _to(Status.OFFLINE) for s in _CONNECTED},
@@ -105,6 +117,7 @@ TRANSITIONS: Final[dict[tuple[Status, Event], Rule]] = {
     (Status.ONLINE, Event.DRAIN): _hold(Hold.DRAIN, connected=True),
     (Status.DEGRADED, Event.DRAIN): _hold(Hold.DRAIN, connected=True),
     (Status.DRAINING, Event.DRAIN): _hold(Hold.DRAIN, connected=True),
+    (Status.MAINTENANCE, Event.DRAIN): _drain(connected=True),
     (Status.DRAINING, Event.REPLICAS_GONE): _hold(Hold.MAINTENANCE, connected=True),
     **{(s, Event.MAINTENANCE): _hold(Hold.MAINTENANCE, connected=True) for s in _CONNECTED},
     (Status.MAINTENANCE, Event.RESUME): _hold(None, connected=True),
