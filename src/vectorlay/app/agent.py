@@ -193,6 +193,7 @@ class Agent:
         self._connecting: anyio.CancelScope | None = None
         self._refresh_lock: anyio.Lock | None = None
         self._probed_at: float | None = None
+        self._listed = False  # at least one runtime list succeeded
 
     # --- lifecycle ---------------------------------------------------------
 
@@ -399,7 +400,10 @@ class Agent:
             self.clock.monotonic() - self._probed_at > self.config.probe_reuse
         ):
             await self._probe()
-        with anyio.move_on_after(self.config.open_refresh_timeout):
+        # Until one list has succeeded the table may miss running containers,
+        # and a control plane takes an unreported replica for gone: wait longer.
+        wait = self.config.open_refresh_timeout * (1 if self._listed else 4)
+        with anyio.move_on_after(wait):
             await self._refresh()
         assert self.node is not None
         assert self.report is not None
@@ -734,6 +738,7 @@ class Agent:
             except ContainerRuntimeError as exc:
                 log.warning("cannot list containers: %s", exc)
                 return
+            self._listed = True
             changed = self.table.observe(
                 states, busy=busy | set(self._queues), unchanged_since=versions
             )
