@@ -72,6 +72,7 @@ from vectorlay.domain.messages import (
     decode_inbound,
     encode_text,
     error_message,
+    rfc3339,
 )
 from vectorlay.domain.replicas import (
     ReplicaTable,
@@ -687,7 +688,7 @@ class Agent:
                     storage=metrics.storage,
                 ),
                 seq=self.seq,
-                sent_at=_rfc3339(self.clock),
+                sent_at=rfc3339(self.clock.now()),
             )
         )
 
@@ -797,10 +798,6 @@ def _identity_problem(node_id: str, node_token: str) -> str | None:
 
 def _payload(result: ReportResult) -> ResultPayload:
     return ResultPayload(result.replica_id, result.status, result.error)
-
-
-def _rfc3339(clock: Clock) -> str:
-    return clock.now().isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:

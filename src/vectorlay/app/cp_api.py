@@ -13,7 +13,7 @@ import html
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
@@ -36,6 +36,7 @@ from vectorlay.domain.fleet import (
     UnknownReplica,
 )
 from vectorlay.domain.messages import DeployPayload
+from vectorlay.domain.messages import rfc3339 as wire_time
 from vectorlay.domain.validation import (
     check_env_vars,
     check_gpu_count,
@@ -60,9 +61,7 @@ Route = Callable[["ControlPlane", Request, list[str]], Awaitable[Response]]
 
 
 def rfc3339(stamp: datetime | None) -> str | None:
-    if stamp is None:
-        return None
-    return stamp.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return None if stamp is None else wire_time(stamp)
 
 
 def node_view(cp: ControlPlane, node: NodeRecord) -> dict[str, Any]:

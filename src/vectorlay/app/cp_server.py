@@ -28,9 +28,9 @@ from vectorlay.app.cp_http import (
     token_matches,
 )
 from vectorlay.app.cp_session import AgentSession, Phase
-from vectorlay.app.cp_ws import CLOSE_GOING_AWAY
 from vectorlay.domain.fleet import Fleet, Send
 from vectorlay.domain.heartbeat import (
+    CLOSE_GOING_AWAY,
     CLOSE_UNAUTHORIZED,
     DEFAULT_OFFLINE_AFTER,
     LivenessPolicy,

@@ -29,7 +29,6 @@ from wsproto.utilities import LocalProtocolError
 RECEIVE_CHUNK: Final = 65536
 CLOSE_TIMEOUT: Final = 2.0
 CLOSE_NORMAL: Final = 1000
-CLOSE_GOING_AWAY: Final = 1001
 CLOSE_ABNORMAL: Final = 1006
 CLOSE_TOO_BIG: Final = 1009
 CLOSE_INTERNAL: Final = 1011

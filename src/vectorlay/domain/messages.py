@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 import re
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import msgspec
@@ -263,6 +264,11 @@ def message_type(cls: type[Message]) -> str:
     return tag
 
 
+def rfc3339(moment: datetime) -> str:
+    """A wire timestamp: UTC, milliseconds, ``Z`` (``2026-01-01T00:00:00.000Z``)."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def error_message(code: ErrorCode | str, message: str) -> Error:
     return Error(ErrorPayload(code=str(code), message=message))
 
@@ -461,4 +467,5 @@ __all__ = [
     "encode_text",
     "error_message",
     "message_type",
+    "rfc3339",
 ]
