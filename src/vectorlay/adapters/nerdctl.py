@@ -538,14 +538,20 @@ def short_message(raw: str) -> str:
     return _clip(" ".join("; ".join(lines).split()), MAX_MESSAGE_CHARS)
 
 
-def nerdctl_error(stderr: str) -> str | None:
-    """A short message for what nerdctl said went wrong, or ``None``."""
+def nerdctl_error(stderr: str, secrets: Iterable[str] = ()) -> str | None:
+    """A short message for what nerdctl said went wrong, or ``None``.
+
+    ``secrets`` are replaced before the text is shortened: cut at the length
+    limit or with its spaces squeezed, a value would no longer match, and a
+    piece of it would get through.
+    """
+    values = list(secrets)
     raw = fatal_message(stderr)
     if raw is not None:
-        return short_message(raw) or None
+        return short_message(redact(raw, values)) or None
     for line in reversed(_ANSI_RE.sub("", stderr).splitlines()):
         if line.strip() and not _PROGRESS_RE.search(line):
-            return short_message(line)
+            return short_message(redact(line, values))
     return None
 
 
@@ -908,8 +914,11 @@ class NerdctlRuntime:
         )
 
     def _failure(self, output: _Output, secret_values: Iterable[str] = ()) -> ContainerRuntimeError:
-        message = nerdctl_error(output.stderr) or f"nerdctl exited with code {output.returncode}"
-        message = redact(message, secret_values)
+        values = list(secret_values)
+        message = (
+            nerdctl_error(output.stderr, values) or f"nerdctl exited with code {output.returncode}"
+        )
+        message = redact(message, values)
         return error_class(message)(message)
 
     @asynccontextmanager
@@ -973,13 +982,20 @@ class NerdctlRuntime:
     async def _started_state(self, spec: ContainerSpec, container_id: str) -> ContainerState:
         ref = container_id if CONTAINER_ID_RE.fullmatch(container_id) else spec.name
         try:
-            for item in await self._inspect([ref]):
+            listed = await self._inspect([ref])
+        except ContainerRuntimeError as exc:
+            log.warning("started %s but could not inspect it: %s", spec.name, exc)
+        else:
+            for item in listed:
                 if item.state.replica_id == spec.replica_id:
                     self._known_ids.add(item.container_id)
                     return item.state
-        except ContainerRuntimeError as exc:
-            log.warning("started %s but could not inspect it: %s", spec.name, exc)
-        # nerdctl run -d returns once the task started.
+            # nerdctl said it started the container, and says now that there is
+            # none: reporting it running would hold its GPUs for a ghost.
+            raise ContainerRuntimeError(
+                f"nerdctl run exited 0, but no container {spec.name} exists afterwards"
+            )
+        # Inspect itself failed: nerdctl run -d returns once the task started.
         return ContainerState(
             spec.replica_id,
             ReplicaStatus.RUNNING,
