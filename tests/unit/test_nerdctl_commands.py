@@ -79,7 +79,14 @@ def test_other_command_lines() -> None:
         "--filter",
         "label=vectorlay.replica-id",
     ]
-    assert inspect_argv("nerdctl", ["c1", "c2"]) == ["nerdctl", "container", "inspect", "c1", "c2"]
+    assert inspect_argv("nerdctl", ["c1", "c2"]) == [
+        "nerdctl",
+        "inspect",
+        "--type",
+        "container",
+        "c1",
+        "c2",
+    ]
     assert stop_argv("nerdctl", "replica-a", 30.0) == ["nerdctl", "stop", "-t", "30", "replica-a"]
     assert rm_argv("nerdctl", "replica-a") == ["nerdctl", "rm", "-f", "replica-a"]
     assert events_argv("nerdctl") == ["nerdctl", "events", "--format", "{{json .}}"]
@@ -158,3 +165,8 @@ def test_env_dir_must_be_a_directory(tmp_path: Path) -> None:
     for path in (tmp_path / "link", tmp_path / "file"):
         with pytest.raises(ConfigError):
             prepare_env_dir(path)
+
+
+def test_a_gpu_in_a_vmd_domain_is_accepted() -> None:
+    spec = ContainerSpec("r1", "nginx", (GpuSlot("10000:e1:00.0", "77"),))
+    check_spec(spec)

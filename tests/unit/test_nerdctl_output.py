@@ -358,3 +358,8 @@ def test_container_delete_event_names_the_container_in_id() -> None:
 @pytest.mark.parametrize("line", ["", "   ", "not json", "[1, 2]", '{"Topic": 5}'])
 def test_non_events_are_ignored(line: str) -> None:
     assert parse_event(line) is None
+
+
+def test_gpu_labels_keep_vmd_domains_above_ffff() -> None:
+    # Intel VMD puts devices in PCI domain 10000; the probe reports them so.
+    assert parse_gpu_label("10000:e1:00.0+0000:17:00.0") == ("10000:e1:00.0", "0000:17:00.0")

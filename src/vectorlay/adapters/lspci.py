@@ -33,6 +33,7 @@ from typing import Final
 
 from vectorlay.adapters.commands import CommandResult, first_line, run_command
 from vectorlay.adapters.pci import PciFunction, clean_text, normalize_address
+from vectorlay.domain.validation import IOMMU_GROUP_RE
 from vectorlay.errors import ProbeError
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,6 @@ LSPCI_ARGS: Final = ("-Dvmmnnk",)
 OUTPUT_LIMIT: Final = 8 << 20
 
 _HEX4: Final = re.compile(r"[0-9a-fA-F]{4}")
-_GROUP: Final = re.compile(r"[0-9]{1,6}")
 _MAX_KEY: Final = 16
 
 
@@ -107,7 +107,7 @@ def _function(record: dict[str, str]) -> PciFunction | None:
         device_id=device.id,
         device_name=device.name,
         driver=clean_text(driver, 64) if driver else None,
-        iommu_group=group if _GROUP.fullmatch(group) else None,
+        iommu_group=group if IOMMU_GROUP_RE.fullmatch(group) else None,
     )
 
 

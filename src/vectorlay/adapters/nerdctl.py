@@ -16,7 +16,7 @@ How a replica runs (docs/runtime.md has the reasoning)::
   returns, fails, times out or is cancelled.  A value nerdctl's env-file
   reader would change is refused with :class:`UnsupportedEnvValue`.
 - :meth:`NerdctlRuntime.list` finds managed containers with ``nerdctl ps``
-  and reads their labels from ``nerdctl container inspect`` (a JSON object):
+  and reads their labels from ``nerdctl inspect --type container`` (a JSON object):
   ``ps`` prints labels as one comma-joined string whose values may contain
   commas, so it is never split.
 - :meth:`NerdctlRuntime.changes` follows ``nerdctl events`` (one long-lived
@@ -46,9 +46,17 @@ from anyio.abc import ByteReceiveStream
 
 from vectorlay.adapters.commands import kill_group
 from vectorlay.domain.messages import ReplicaStatus
-from vectorlay.domain.replicas import ContainerSpec, ContainerState, GpuSlot, container_name
+from vectorlay.domain.replicas import (
+    DEFAULT_OCI_RUNTIME,
+    ContainerSpec,
+    ContainerState,
+    GpuSlot,
+    container_name,
+)
 from vectorlay.domain.validation import (
     ENV_NAME_RE,
+    IOMMU_GROUP_RE,
+    PCI_ADDRESS_RE,
     check_image,
     check_replica_id,
     env_value_problem,
@@ -71,7 +79,6 @@ LABEL_REPLICA_ID: Final = "vectorlay.replica-id"
 LABEL_GPUS: Final = "vectorlay.gpus"
 # Comma-free on purpose: `nerdctl ps` joins all labels with commas.
 GPU_SEPARATOR: Final = "+"
-DEFAULT_OCI_RUNTIME: Final = "io.containerd.kata.v2"
 
 # nerdctl reads env files with Go's bufio.Scanner, whose default token limit
 # is 64 KiB; a longer line makes `nerdctl run` fail ("token too long").
@@ -83,8 +90,6 @@ STDOUT_LIMIT: Final = 1024 * 1024
 # takes, terminal or not: of stderr only the end (where the error is) is kept.
 STDERR_TAIL: Final = 64 * 1024
 
-PCI_ADDRESS_RE: Final = re.compile(r"[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]")
-IOMMU_GROUP_RE: Final = re.compile(r"[0-9]{1,9}")
 # containerd identifiers; checked before an id goes on argv, where a leading
 # "-" would read as a flag.
 CONTAINER_ID_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,75}")
@@ -150,9 +155,9 @@ def ps_argv(nerdctl: str) -> list[str]:
 
 
 def inspect_argv(nerdctl: str, refs: Sequence[str]) -> list[str]:
-    # `container inspect` rather than plain `inspect`: an image whose name
-    # looks like a container reference can never answer instead.
-    return [nerdctl, "container", "inspect", *refs]
+    # `--type container`: an image whose name looks like a container
+    # reference can never answer instead.
+    return [nerdctl, "inspect", "--type", "container", *refs]
 
 
 def stop_argv(nerdctl: str, name: str, grace: float) -> list[str]:
@@ -342,7 +347,7 @@ def parse_ps(text: str) -> list[PsEntry]:
 
 
 def parse_inspect(text: str) -> list[Listed]:
-    """``nerdctl container inspect``: a JSON array of docker-compatible objects.
+    """``nerdctl inspect --type container``: a JSON array of docker-compatible objects.
 
     Containers without a valid ``vectorlay.replica-id`` label are skipped.
     The objects also hold each container's environment (secrets): nothing
@@ -970,7 +975,7 @@ class NerdctlRuntime:
         output = await self._call(
             inspect_argv(self._nerdctl, refs),
             timeout=self._call_timeout,
-            what="container inspect",
+            what="inspect",
             limit=INSPECT_OUTPUT_LIMIT,
         )
         # A container removed between ps and inspect is simply gone; nerdctl
@@ -1107,7 +1112,6 @@ if TYPE_CHECKING:
 
 
 __all__ = [
-    "DEFAULT_OCI_RUNTIME",
     "GPU_SEPARATOR",
     "LABEL_GPUS",
     "LABEL_REPLICA_ID",

@@ -33,11 +33,11 @@ from vectorlay.adapters.pci import (
     clean_text,
     normalize_address,
 )
+from vectorlay.domain.validation import IOMMU_GROUP_RE
 
 PCI_DEVICES: Final = Path("bus/pci/devices")
 _HEX_ID: Final = re.compile(r"0x([0-9a-fA-F]{4})")
 _HEX_CLASS: Final = re.compile(r"0x([0-9a-fA-F]{4})[0-9a-fA-F]{2}")
-_GROUP: Final = re.compile(r"[0-9]{1,6}")
 _MAX_READ: Final = 64
 
 
@@ -123,7 +123,7 @@ def iommu_group_of(sys_root: Path, address: str) -> str | None:
     except OSError:
         return None
     group = os.path.basename(target.rstrip("/"))
-    return group if _GROUP.fullmatch(group) else None
+    return group if IOMMU_GROUP_RE.fullmatch(group) else None
 
 
 def module_present(sys_root: Path, name: str) -> bool:

@@ -23,7 +23,6 @@ from vectorlay.app.settings import (
     DEFAULT_CP_DB,
     DEFAULT_CP_LISTEN,
     DEFAULT_DATA_PATH,
-    DEFAULT_OCI_RUNTIME,
     DEFAULT_STATE_DIR,
     DEFAULT_STOP_TIMEOUT,
     AgentSettings,
@@ -36,6 +35,7 @@ from vectorlay.domain.heartbeat import (
     DEFAULT_OFFLINE_AFTER,
     DEFAULT_RECONNECT_DELAY,
 )
+from vectorlay.domain.replicas import DEFAULT_OCI_RUNTIME
 
 PROG = "vectorlay-agent"
 EXIT_USAGE = 2

@@ -14,10 +14,10 @@ from vectorlay.domain.heartbeat import (
     DEFAULT_OFFLINE_AFTER,
     DEFAULT_RECONNECT_DELAY,
 )
+from vectorlay.domain.replicas import DEFAULT_OCI_RUNTIME
 
 DEFAULT_STATE_DIR = Path("/var/lib/vectorlay")
 DEFAULT_DATA_PATH = Path("/data")
-DEFAULT_OCI_RUNTIME = "io.containerd.kata.v2"
 DEFAULT_STOP_TIMEOUT = 30.0
 DEFAULT_CP_LISTEN = "127.0.0.1:8787"
 DEFAULT_CP_DB = Path("vectorlay-cp.sqlite3")

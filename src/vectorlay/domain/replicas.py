@@ -43,6 +43,8 @@ class GpuSlot(msgspec.Struct, frozen=True, order=True):
 
 
 ASSIGNABLE_DRIVER: Final = "vfio-pci"
+# Kata's containerd shim: one micro-VM per container.
+DEFAULT_OCI_RUNTIME: Final = "io.containerd.kata.v2"
 
 
 def assignable_slots(gpus: Iterable[Gpu]) -> list[GpuSlot]:

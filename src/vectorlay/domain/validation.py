@@ -14,6 +14,10 @@ from vectorlay.errors import ValidationError
 
 REPLICA_ID_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 ENV_NAME_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# A PCI function as the agent writes it: domain (4 hex digits, more for the
+# domains above ffff that Intel VMD uses), bus, slot, function.
+PCI_ADDRESS_RE: Final = re.compile(r"[0-9a-fA-F]{4,8}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]")
+IOMMU_GROUP_RE: Final = re.compile(r"[0-9]{1,9}")
 MAX_ENV_VARS: Final = 512
 MAX_ENV_VALUE_CHARS: Final = 64 * 1024
 MAX_GPU_COUNT: Final = 256
