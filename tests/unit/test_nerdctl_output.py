@@ -363,3 +363,8 @@ def test_non_events_are_ignored(line: str) -> None:
 def test_gpu_labels_keep_vmd_domains_above_ffff() -> None:
     # Intel VMD puts devices in PCI domain 10000; the probe reports them so.
     assert parse_gpu_label("10000:e1:00.0+0000:17:00.0") == ("10000:e1:00.0", "0000:17:00.0")
+
+
+def test_generic_inspect_wording_counts_as_no_such_container() -> None:
+    stderr = 'time="2026-01-01T00:00:00Z" level=fatal msg="1 errors:\\nno such object: replica-x"\n'
+    assert is_no_such_container(stderr)

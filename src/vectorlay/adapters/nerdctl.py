@@ -568,7 +568,11 @@ def is_no_such_container(stderr: str) -> bool:
     lines = [line.strip() for line in raw.splitlines() if line.strip()]
     if len(lines) > 1 and _ERRORS_HEADER_RE.fullmatch(lines[0]):
         lines = lines[1:]
-    return bool(lines) and all(line.lower().startswith("no such container") for line in lines)
+    # `nerdctl inspect` words it "no such object"; `container inspect`, stop
+    # and rm say "no such container".
+    return bool(lines) and all(
+        line.lower().startswith(("no such container", "no such object")) for line in lines
+    )
 
 
 def error_class(message: str) -> type[ContainerRuntimeError]:

@@ -130,6 +130,9 @@ class AgentConfig:
     reprobe_interval: float = 300.0
     # A probe younger than this is reused when a session opens.
     probe_reuse: float = 10.0
+    # A heartbeat waits this long for fresh host metrics, then goes out with
+    # the last ones (never longer than a quarter of the interval).
+    metrics_wait: float = 2.0
     # Listing containers before system_info may take this long at most;
     # after that the table as it stands is reported.
     open_refresh_timeout: float = 5.0
@@ -195,6 +198,8 @@ class Agent:
         self._refresh_lock: anyio.Lock | None = None
         self._probed_at: float | None = None
         self._listed = False  # at least one runtime list succeeded
+        self._metrics_read: anyio.Event | None = None  # set when the read in flight ends
+        self._background: anyio.abc.TaskGroup | None = None
 
     # --- lifecycle ---------------------------------------------------------
 
@@ -213,6 +218,7 @@ class Agent:
         async with anyio.create_task_group() as outer:
             async with anyio.create_task_group() as commands:
                 self._commands = commands
+                self._background = commands
                 commands.start_soon(self._watch_runtime)
                 try:
                     exit_code = await self._sessions_until_stopped()
@@ -693,14 +699,31 @@ class Agent:
         )
 
     async def _read_metrics(self) -> HostMetrics:
+        """Fresh host figures if they come quickly, else the last ones.
+
+        A hung nvidia-smi or data mount must not hold a heartbeat back: the
+        read goes on in the background (one at a time) and a later beat
+        carries its result.
+        """
+        assert self._background is not None
+        if self._metrics_read is None:
+            self._metrics_read = anyio.Event()
+            self._background.start_soon(self._refresh_metrics, self._metrics_read)
+        wait = min(self.config.metrics_wait, self.config.heartbeat_interval / 4)
+        await self._sleep_or_until(wait, self._metrics_read)
+        if self._metrics is None:
+            storage = self.report.hardware.storage if self.report else Storage("")
+            return HostMetrics(None, None, None, storage)
+        return self._metrics
+
+    async def _refresh_metrics(self, done: anyio.Event) -> None:
         try:
             self._metrics = await self.probe.metrics()
         except Exception as exc:
             log.warning("host metrics unavailable: %s", type(exc).__name__)
-            if self._metrics is None:
-                storage = self.report.hardware.storage if self.report else Storage("")
-                self._metrics = HostMetrics(None, None, None, storage)
-        return self._metrics
+        finally:
+            self._metrics_read = None
+            done.set()
 
     # --- host and runtime state --------------------------------------------------------
 
