@@ -22,12 +22,6 @@ def test_sigkill_at_any_point_of_deploy_and_stop(tmp_path: Path, rounds: int, se
     assert tally.clean, tally.report()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding 2 (docs/faults.md): the re-sent deploy meets the container the dead "
-    "agent's nerdctl call made, fails with 'name already used', and the replica is "
-    "reported failed (its GPU free) while it runs",
-)
 def test_a_deploy_racing_the_dead_agents_nerdctl_call(tmp_path: Path, seed: int) -> None:
     tally = agent_crashes(tmp_path, 1, seed, points=("racing",), converge_timeout=8.0)
     if not tally.info["races reached (nerdctl run)"]:

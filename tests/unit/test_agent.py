@@ -613,3 +613,23 @@ async def test_readiness_change_mid_session_sends_system_info_again() -> None:
         await peer.send_message(deploy("x"))
         refused = await recv_until(peer, DeployResult)
         assert refused.payload.status is ReplicaStatus.FAILED
+
+
+async def test_a_deploy_meeting_its_own_container_adopts_it() -> None:
+    async with running_agent(gpus=2) as h:
+        peer = await open_session(h)
+        # A container for "a" appears that the table does not know (the nerdctl
+        # call of an agent killed mid-deploy finished after the restart).
+        h.runtime.containers["a"] = ContainerState(
+            "a", ReplicaStatus.RUNNING, gpus=("0000:18:00.0",), image="nginx"
+        )
+        await peer.send_message(deploy("a", gpus=1))
+        result = await recv_until(peer, DeployResult)
+        assert result.payload.status is ReplicaStatus.RUNNING
+        replica = h.agent.table.get("a")
+        assert replica is not None
+        assert replica.gpus == ("0000:18:00.0",)
+        await peer.send_message(deploy("b", gpus=1))
+        assert (await recv_until(peer, DeployResult)).payload.status is ReplicaStatus.RUNNING
+        assert [g.pci_address for g in h.runtime.specs["b"].gpus] == ["0000:17:00.0"]
+        assert h.agent.table.double_assigned() == {}

@@ -75,6 +75,7 @@ from vectorlay.domain.messages import (
     rfc3339,
 )
 from vectorlay.domain.replicas import (
+    ContainerState,
     ReplicaTable,
     ReportResult,
     StartContainer,
@@ -90,6 +91,7 @@ from vectorlay.errors import (
     CorruptConfig,
     FatalError,
     InsecureURL,
+    NameInUse,
     ProtocolError,
     SessionConflict,
     TransportError,
@@ -612,6 +614,17 @@ class Agent:
             if decision.replace:
                 await self.runtime.stop(spec.replica_id, grace=self.config.stop_timeout)
             state = await self.runtime.run(spec)
+        except NameInUse as exc:
+            # Most likely the nerdctl call of an agent that died mid-deploy
+            # finished after all: that container is this replica.
+            found = await self._find_container(spec.replica_id)
+            if found is None:
+                log.warning("deploy %s failed: %s", spec.replica_id, exc)
+                return self.table.start_failed(spec.replica_id, str(exc))
+            log.info("deploy %s: adopting the container already running it", spec.replica_id)
+            result = self.table.adopted(found)
+            self._log_conflicts()
+            return result
         except ContainerRuntimeError as exc:
             log.warning("deploy %s failed: %s", spec.replica_id, exc)
             return self.table.start_failed(spec.replica_id, str(exc))
@@ -622,6 +635,14 @@ class Agent:
         result = self.table.started(state)
         self._log_conflicts()
         return result
+
+    async def _find_container(self, replica_id: str) -> ContainerState | None:
+        try:
+            states = await self.runtime.list()
+        except ContainerRuntimeError as exc:
+            log.warning("cannot list containers: %s", exc)
+            return None
+        return next((s for s in states if s.replica_id == replica_id), None)
 
     async def _stop(self, replica_id: str) -> ReportResult:
         decision = self.table.stop(replica_id)

@@ -240,6 +240,17 @@ class ReplicaTable:
             self.conflicts.pop(replica_id, None)
         return tuple(a for a in gpus if a not in held)
 
+    def adopted(self, state: ContainerState) -> ReportResult:
+        """A deploy found its replica's container already there (an earlier
+        agent's call): the container's own GPUs replace this deploy's reservation."""
+        self._replicas.pop(state.replica_id, None)
+        gpus = self._claim(state.replica_id, state.gpus) if state.status in LIVE else ()
+        self._replicas[state.replica_id] = Replica(
+            state.replica_id, state.status, gpus, state.image
+        )
+        self._touch(state.replica_id)
+        return ReportResult(state.replica_id, state.status)
+
     def start_failed(self, replica_id: str, error: str) -> ReportResult:
         """The runtime could not start it: the replica is ``failed`` and holds no GPU."""
         current = self._replicas.get(replica_id)
