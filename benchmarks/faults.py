@@ -40,7 +40,13 @@ SCENARIOS: dict[str, Runner] = {
     "wire-fuzz-trio": lambda root, n, seed: scenarios.wire_fuzz_inprocess(10 * n, seed, "trio"),
     "wire-fuzz-process": scenarios.wire_fuzz_process,
     "control-plane-restarts": scenarios.control_plane_chaos,
-    "agent-crashes": scenarios.agent_crashes,
+    "agent-crashes": lambda root, n, seed: scenarios.agent_crashes(
+        root, n, seed, points=("before", "during", "after")
+    ),
+    # The dead agent's nerdctl call outlives it and wins against the restarted one's.
+    "agent-crash-races": lambda root, n, seed: scenarios.agent_crashes(
+        root, n, seed, points=("racing",), converge_timeout=10.0
+    ),
     "runtime-chaos": scenarios.runtime_chaos,
     "storage-faults": scenarios.storage_faults,
     "secrets": scenarios.secrets_scan,

@@ -256,6 +256,8 @@ class AgentNode:
                 [str(self.host.bin), str(Path(sys.executable).parent), "/usr/bin", "/bin"]
             ),
         }
+        if os.environ.get("PYTHONPATH"):  # a checkout other than the installed one
+            env["PYTHONPATH"] = os.environ["PYTHONPATH"]
         if org_token is not None:
             env["VECTORLAY_ORG_TOKEN"] = org_token
         return env
