@@ -75,10 +75,15 @@ class AgentProcess:
         return self.proc is not None and self.proc.poll() is None
 
     def kill(self) -> None:
+        """End a leftover agent; SIGTERM first so that its nerdctl watcher ends too."""
         if self.alive():
             assert self.proc is not None
-            self.proc.kill()
-            self.proc.wait(5)
+            self.proc.terminate()
+            try:
+                self.proc.wait(8)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
 
     @property
     def log(self) -> str:

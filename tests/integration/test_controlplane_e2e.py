@@ -74,6 +74,15 @@ class Process:
             self.proc.kill()
             self.proc.wait(5)
 
+    def end(self) -> None:
+        """Teardown: SIGTERM first, so that an agent's nerdctl watcher ends with it."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(8)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
     def wait(self, timeout: float) -> int:
         assert self.proc is not None
         return self.proc.wait(timeout)
@@ -234,7 +243,7 @@ def processes() -> Iterator[list[Process]]:
     started: list[Process] = []
     yield started
     for process in started:
-        process.kill()
+        process.end()
 
 
 @pytest.fixture

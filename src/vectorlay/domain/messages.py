@@ -320,7 +320,9 @@ def _decode(data: bytes | str, decoder: msgspec.json.Decoder[Any], known: frozen
         return decoder.decode(data)
     except msgspec.ValidationError as exc:
         raise _explain(str(exc), data, known) from None
-    except (msgspec.DecodeError, UnicodeError, RecursionError, ValueError) as exc:
+    except RecursionError:
+        raise InvalidMessage("message: JSON nested too deeply") from None
+    except (msgspec.DecodeError, UnicodeError, ValueError) as exc:
         raise InvalidMessage(f"message: not valid UTF-8 JSON ({_first_line(str(exc))})") from None
 
 
