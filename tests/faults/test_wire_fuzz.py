@@ -53,11 +53,6 @@ def test_the_limit_is_counted_in_utf8_bytes(backend: str) -> None:
     assert outcome.violations == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding 1 (docs/faults.md): the result echoes a replica id of ~1 MiB and "
-    "exceeds the frame limit, so the control plane drops it",
-)
 def test_a_result_for_a_huge_replica_id_fits_in_a_frame() -> None:
     rid = "r" * (MAX_FRAME - 100)
     frame = json.dumps({"type": "deploy", "payload": {"replica_id": rid, "image": "busybox"}})

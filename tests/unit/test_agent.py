@@ -633,3 +633,28 @@ async def test_a_deploy_meeting_its_own_container_adopts_it() -> None:
         assert (await recv_until(peer, DeployResult)).payload.status is ReplicaStatus.RUNNING
         assert [g.pci_address for g in h.runtime.specs["b"].gpus] == ["0000:17:00.0"]
         assert h.agent.table.double_assigned() == {}
+
+
+def test_a_result_never_outgrows_a_frame() -> None:
+    from vectorlay.app.agent import _fit_frame
+    from vectorlay.domain.messages import MAX_FRAME_BYTES, decode_outbound
+
+    long_error = "deploy.payload.replica_id: must be 1-64 characters" * 3
+    fits = decode_outbound(
+        _fit_frame(
+            DeployResult(
+                ResultPayload("r" * (MAX_FRAME_BYTES - 100), ReplicaStatus.FAILED, long_error)
+            )
+        )
+    )
+    assert isinstance(fits, DeployResult)
+    assert fits.payload.status is ReplicaStatus.FAILED
+    hopeless = _fit_frame(
+        StopResult(ResultPayload("r" * (MAX_FRAME_BYTES - 60), ReplicaStatus.FAILED))
+    )
+    assert len(hopeless.encode()) <= MAX_FRAME_BYTES
+    error = decode_outbound(hopeless)
+    assert isinstance(error, Error)
+    assert error.payload.message.startswith("stop.payload.replica_id")
+    small = DeployResult(ResultPayload("a", ReplicaStatus.RUNNING))
+    assert decode_outbound(_fit_frame(small)) == small

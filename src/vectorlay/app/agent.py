@@ -34,6 +34,7 @@ from typing import Final
 
 import anyio
 import anyio.abc
+import msgspec
 
 from vectorlay import __version__
 from vectorlay.app.settings import AgentSettings
@@ -48,6 +49,7 @@ from vectorlay.domain.heartbeat import (
 )
 from vectorlay.domain.identity import NodeConfig
 from vectorlay.domain.messages import (
+    MAX_FRAME_BYTES,
     Deploy,
     DeployPayload,
     DeployResult,
@@ -506,7 +508,7 @@ class Agent:
         log.info("registered as node %s; node.json saved", node.node_id)
 
     async def _send(self, session: _Session, message: Message) -> None:
-        text = encode_text(message)
+        text = _fit_frame(message)
         async with session.send_lock:
             await session.conn.send(text)
 
@@ -838,6 +840,33 @@ def _identity_problem(node_id: str, node_token: str) -> str | None:
         if not all("\x21" <= ch <= "\x7e" for ch in value):
             return f"{name} has characters outside printable ASCII"
     return None
+
+
+def _fit_frame(message: Message) -> str:
+    """The message as a text frame no larger than the protocol's limit.
+
+    Only a result can outgrow it: it echoes a replica id, which a broken
+    control plane may have made nearly 1 MiB long.  The error text is cut
+    first, then dropped; a result that still cannot fit becomes an error.
+    """
+    text = encode_text(message)
+    if len(text) * 4 <= MAX_FRAME_BYTES or len(text.encode()) <= MAX_FRAME_BYTES:
+        return text
+    if isinstance(message, DeployResult | StopResult):
+        kind = "deploy" if isinstance(message, DeployResult) else "stop"
+        payload = message.payload
+        for error in ("replica_id too long", None):
+            shorter = msgspec.structs.replace(payload, error=error)
+            text = encode_text(type(message)(shorter))
+            if len(text.encode()) <= MAX_FRAME_BYTES:
+                return text
+        return encode_text(
+            error_message(
+                ErrorCode.INVALID_MESSAGE,
+                f"{kind}.payload.replica_id: too long to be answered in a frame",
+            )
+        )
+    return text
 
 
 def _payload(result: ReportResult) -> ResultPayload:
