@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,15 +35,16 @@ sys.path.insert(0, str(ROOT))
 
 from tests.fakes.host.fakehost import build_fake_host  # noqa: E402
 from tests.fakes.nerdctl.fake_nerdctl import FakeNerdctl  # noqa: E402
+from tests.support import (  # noqa: E402
+    agent_argv,
+    agent_env,
+    control_plane_argv,
+    control_plane_env,
+    free_port,
+)
 
 ORG = "bench-org-token"
 ADMIN = "bench-admin-token"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def floor_rss_mb() -> float:
@@ -142,47 +142,27 @@ def main() -> None:
     host = build_fake_host(tmp / "host")
     fake = FakeNerdctl(tmp / "nerdctl")
     port = free_port()
-    base_env = {**os.environ, **host.env({}), **fake.environ()}
-    base_env["PATH"] = os.pathsep.join(
-        [str(host.bin), str(Path(sys.executable).parent), "/usr/bin", "/bin"]
-    )
     cp = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "vectorlay",
-            "control-plane",
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--db",
-            str(tmp / "cp.sqlite3"),
-            "--log-level",
-            "warning",
-        ],
-        env={**base_env, "VECTORLAY_CP_ORG_TOKENS": ORG, "VECTORLAY_CP_ADMIN_TOKEN": ADMIN},
+        control_plane_argv(port, tmp / "cp.sqlite3", log_level="warning"),
+        env=control_plane_env(ORG, ADMIN),
         stderr=subprocess.DEVNULL,
     )
     agent = None
     try:
         time.sleep(1.0)
         agent = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "vectorlay",
-                "run",
-                "--control-plane",
+            # The defaults of `run`: 30 s heartbeats, 5 s reconnect delay.
+            agent_argv(
                 f"ws://127.0.0.1:{port}/v1/agent",
-                "--state-dir",
-                str(tmp / "state"),
-                "--nerdctl",
-                str(fake.executable),
-                "--backend",
-                args.backend,
-                "--log-level",
-                "warning",
-            ],
-            env={**base_env, "VECTORLAY_ORG_TOKEN": ORG},
+                state_dir=tmp / "state",
+                nerdctl=fake,
+                interval=30,
+                reconnect=5,
+                stop_timeout=30,
+                log_level="warning",
+                extra=("--backend", args.backend),
+            ),
+            env={**os.environ, **agent_env(host, fake, org_token=ORG)},
             stderr=(tmp / "agent.log").open("wb"),
         )
         try:

@@ -28,7 +28,6 @@ import os
 import random
 import resource
 import signal
-import socket
 import sys
 import tempfile
 import time
@@ -41,6 +40,10 @@ import anyio
 import anyio.abc
 import httpx
 import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.support import control_plane_argv, control_plane_env, free_port
 
 from vectorlay.adapters.clock import SystemClock
 from vectorlay.adapters.memory import MemoryConfigStore, MemoryRuntime, StaticProbe, sample_report
@@ -67,24 +70,10 @@ class ControlPlaneProcess:
         return f"http://127.0.0.1:{self.port}"
 
     async def start(self) -> None:
-        env = dict(os.environ)
-        env.update(
-            VECTORLAY_CP_ORG_TOKENS=ORG_TOKEN,
-            VECTORLAY_CP_ADMIN_TOKEN=ADMIN_TOKEN,
-            VECTORLAY_LOG_LEVEL="warning",
+        env = {**control_plane_env(ORG_TOKEN, ADMIN_TOKEN), "VECTORLAY_LOG_LEVEL": "warning"}
+        argv = control_plane_argv(
+            self.port, self.db, offline_after=self.offline_after, log_level="warning"
         )
-        argv = [
-            sys.executable,
-            "-m",
-            "vectorlay",
-            "control-plane",
-            "--listen",
-            f"127.0.0.1:{self.port}",
-            "--db",
-            str(self.db),
-            "--offline-after",
-            str(self.offline_after),
-        ]
         self.process = await anyio.open_process(argv, env=env, stdout=None, stderr=None)
         self.ps = psutil.Process(self.process.pid)
         async with httpx.AsyncClient(base_url=self.base_url) as http:
@@ -228,12 +217,6 @@ def peak_per_second(times: list[float]) -> int:
             start += 1
         peak = max(peak, end - start + 1)
     return peak
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def raise_fd_limit() -> None:

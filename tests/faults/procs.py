@@ -15,13 +15,11 @@ import itertools
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
@@ -36,6 +34,14 @@ from websockets.http11 import Request, Response
 from tests.fakes.host.fakehost import FakeHost, build_fake_host
 from tests.fakes.nerdctl.fake_nerdctl import LAUNCHER, Call, FakeNerdctl
 from tests.integration.wspeer import PEER_LOGGER, PeerSession, WsPeer
+from tests.support import (
+    agent_argv,
+    agent_env,
+    control_plane_argv,
+    control_plane_env,
+    free_port,
+    wait_for,
+)
 from vectorlay.domain.messages import (
     SUBPROTOCOL,
     Message,
@@ -52,27 +58,6 @@ ORG_TOKEN = "fz-org-token-7d2e41c9b3"
 ADMIN_TOKEN = "fz-admin-token-0a9b8c7d"
 NODE_TOKEN = "fz-node-token-5e4f3a2b1c"  # what a scripted peer hands out
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for(check: Callable[[], T | None], timeout: float, what: str) -> T:
-    """Poll ``check`` until it returns something truthy; AssertionError on timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            result = check()
-        except (httpx.TransportError, OSError):
-            result = None
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.05)
 
 
 # --- processes -------------------------------------------------------------------------
@@ -249,18 +234,7 @@ class AgentNode:
         return self.state_dir / "env"
 
     def env(self, org_token: str | None = ORG_TOKEN) -> dict[str, str]:
-        env = {
-            **self.host.env({}),
-            **self.nerdctl.environ(),
-            "PATH": os.pathsep.join(
-                [str(self.host.bin), str(Path(sys.executable).parent), "/usr/bin", "/bin"]
-            ),
-        }
-        if os.environ.get("PYTHONPATH"):  # a checkout other than the installed one
-            env["PYTHONPATH"] = os.environ["PYTHONPATH"]
-        if org_token is not None:
-            env["VECTORLAY_ORG_TOKEN"] = org_token
-        return env
+        return agent_env(self.host, self.nerdctl, org_token=org_token)
 
     def agent(
         self,
@@ -275,27 +249,15 @@ class AgentNode:
     ) -> Proc:
         argv = [
             *wrapper,
-            sys.executable,
-            "-m",
-            "vectorlay",
-            "run",
-            "--control-plane",
-            url,
-            "--state-dir",
-            str(self.state_dir),
-            "--data-path",
-            str(self.host.data),
-            "--nerdctl",
-            str(self.nerdctl.executable),
-            "--heartbeat-interval",
-            str(interval),
-            "--reconnect-delay",
-            str(reconnect),
-            "--stop-timeout",
-            "1",
-            "--log-level",
-            "debug",
-            *extra,
+            *agent_argv(
+                url,
+                state_dir=self.state_dir,
+                nerdctl=self.nerdctl,
+                data_path=self.host.data,
+                interval=interval,
+                reconnect=reconnect,
+                extra=extra,
+            ),
         ]
         return Proc(argv, self.env(org_token), self.root / log_name)
 
@@ -362,25 +324,8 @@ class ControlPlaneProc:
 
     def start(self) -> ControlPlaneProc:
         self.root.mkdir(parents=True, exist_ok=True)
-        env = {
-            **os.environ,
-            "VECTORLAY_CP_ORG_TOKENS": ORG_TOKEN,
-            "VECTORLAY_CP_ADMIN_TOKEN": ADMIN_TOKEN,
-        }
-        argv = [
-            sys.executable,
-            "-m",
-            "vectorlay",
-            "control-plane",
-            "--listen",
-            f"127.0.0.1:{self.port}",
-            "--db",
-            str(self.db),
-            "--offline-after",
-            str(self.offline_after),
-            "--log-level",
-            "debug",
-        ]
+        env = control_plane_env(ORG_TOKEN, ADMIN_TOKEN)
+        argv = control_plane_argv(self.port, self.db, offline_after=self.offline_after)
         self.proc = Proc(argv, env, self.log_path).start(self.reaper)
         self.starts += 1
         wait_for(self._healthy, 20, "the control plane to listen")

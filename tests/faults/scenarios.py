@@ -60,9 +60,9 @@ from tests.faults.procs import (
     online,
     reaping,
     register,
-    wait_for,
 )
 from tests.integration.wspeer import WsPeer, make_certificates
+from tests.support import wait_for
 from vectorlay.domain.messages import (
     Deploy,
     DeployPayload,

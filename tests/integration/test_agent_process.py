@@ -6,10 +6,8 @@ the stateful fake nerdctl; the peer is scripted from the test.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,6 +19,7 @@ import pytest
 from tests.fakes.host.fakehost import FakeHost, build_fake_host
 from tests.fakes.nerdctl.fake_nerdctl import FakeNerdctl
 from tests.integration.wspeer import PeerSession, WsPeer
+from tests.support import agent_argv, agent_env
 from vectorlay.domain.messages import (
     Deploy,
     DeployPayload,
@@ -98,37 +97,10 @@ class Node:
     tmp: Path
 
     def agent(self, url: str, *, backend: str = "asyncio", token: bool = True) -> AgentProcess:
-        env = {
-            **self.host.env({}),
-            **self.nerdctl.environ(),
-            "PATH": os.pathsep.join(
-                [str(self.host.bin), str(Path(sys.executable).parent), "/usr/bin", "/bin"]
-            ),
-        }
-        if token:
-            env["VECTORLAY_ORG_TOKEN"] = ORG_TOKEN
-        argv = [
-            sys.executable,
-            "-m",
-            "vectorlay",
-            "run",
-            "--control-plane",
-            url,
-            "--state-dir",
-            str(self.state_dir),
-            "--nerdctl",
-            str(self.nerdctl.executable),
-            "--heartbeat-interval",
-            "1",
-            "--reconnect-delay",
-            "0.2",
-            "--stop-timeout",
-            "1",
-            "--log-level",
-            "debug",
-            "--backend",
-            backend,
-        ]
+        env = agent_env(self.host, self.nerdctl, org_token=ORG_TOKEN if token else None)
+        argv = agent_argv(
+            url, state_dir=self.state_dir, nerdctl=self.nerdctl, extra=("--backend", backend)
+        )
         return AgentProcess(argv, env, self.tmp / "agent.log")
 
 

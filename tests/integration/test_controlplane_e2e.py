@@ -8,13 +8,12 @@ temporary directory.  Everything talks over 127.0.0.1.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,32 +23,20 @@ import pytest
 
 from tests.fakes.host.fakehost import FakeHost, build_fake_host
 from tests.fakes.nerdctl.fake_nerdctl import FakeNerdctl
+from tests.support import (
+    agent_argv,
+    agent_env,
+    control_plane_argv,
+    control_plane_env,
+    free_port,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
 ORG_TOKEN = "org-e2e-4c3b2a1f"
 ADMIN_TOKEN = "admin-e2e-9f8e7d6c"
 SECRET = "e2e-secret-value-5d4c"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            result = check()
-        except httpx.TransportError:
-            result = None
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 @dataclass
@@ -109,27 +96,10 @@ class ControlPlane:
         return f"ws://127.0.0.1:{self.port}/v1/agent"
 
     def start(self) -> ControlPlane:
-        env = {
-            **os.environ,
-            "VECTORLAY_CP_ORG_TOKENS": f"other-token,{ORG_TOKEN}",
-            "VECTORLAY_CP_ADMIN_TOKEN": ADMIN_TOKEN,
-        }
-        argv = [
-            sys.executable,
-            "-m",
-            "vectorlay",
-            "control-plane",
-            "--listen",
-            f"127.0.0.1:{self.port}",
-            "--db",
-            str(self.db),
-            "--offline-after",
-            str(self.offline_after),
-            "--backend",
-            self.backend,
-            "--log-level",
-            "debug",
-        ]
+        env = control_plane_env(f"other-token,{ORG_TOKEN}", ADMIN_TOKEN)
+        argv = control_plane_argv(
+            self.port, self.db, offline_after=self.offline_after, backend=self.backend
+        )
         self.process = Process(argv, env, self.tmp / "cp.log").start()
         wait_for(lambda: self.http().get("/healthz").status_code == 200, what="control plane")
         return self
@@ -192,36 +162,16 @@ class Node:
         return cls(tmp, build_fake_host(tmp / "host"), FakeNerdctl(tmp / "nerdctl"))
 
     def agent(self, url: str, backend: str = "asyncio") -> Process:
-        env = {
-            **self.host.env({}),
-            **self.nerdctl.environ(),
-            "PATH": os.pathsep.join(
-                [str(self.host.bin), str(Path(sys.executable).parent), "/usr/bin", "/bin"]
-            ),
-            "VECTORLAY_ORG_TOKEN": ORG_TOKEN,
-        }
-        argv = [
-            sys.executable,
-            "-m",
-            "vectorlay",
-            "run",
-            "--control-plane",
+        env = agent_env(self.host, self.nerdctl, org_token=ORG_TOKEN)
+        argv = agent_argv(
             url,
-            "--state-dir",
-            str(self.tmp / "state"),
-            "--data-path",
-            str(self.host.root / "data"),
-            "--nerdctl",
-            str(self.nerdctl.executable),
-            "--heartbeat-interval",
-            "0.5",
-            "--reconnect-delay",
-            "0.2",
-            "--stop-timeout",
-            "1",
-            "--backend",
-            backend,
-        ]
+            state_dir=self.tmp / "state",
+            nerdctl=self.nerdctl,
+            data_path=self.host.data,
+            interval=0.5,
+            log_level="info",
+            extra=("--backend", backend),
+        )
         return Process(argv, env, self.tmp / "agent.log")
 
     def node_id(self) -> str | None:
