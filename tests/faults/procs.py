@@ -32,7 +32,7 @@ from websockets.exceptions import ConnectionClosed as WsConnectionClosed
 from websockets.http11 import Request, Response
 
 from tests.fakes.host.fakehost import FakeHost, build_fake_host
-from tests.fakes.nerdctl.fake_nerdctl import LAUNCHER, Call, FakeNerdctl
+from tests.fakes.nerdctl.fake_nerdctl import LAUNCHER, FakeNerdctl
 from tests.integration.wspeer import PEER_LOGGER, PeerSession, WsPeer
 from tests.support import (
     agent_argv,
@@ -161,35 +161,11 @@ def _fake_process(pid: int, fake: FakeNerdctl) -> bool:
     return str(LAUNCHER).encode() in cmdline and str(fake.state_path).encode() in environ
 
 
-def calls(fake: FakeNerdctl) -> list[Call]:
-    """The fake's call log, skipping lines a full disk cut short."""
-    log_path = fake.state_path.with_name(fake.state_path.name + ".argv.jsonl")
-    starts: dict[int, dict[str, Any]] = {}
-    ends: dict[int, dict[str, Any]] = {}
-    if log_path.exists():
-        for line in log_path.read_text(errors="replace").splitlines():
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue
-            (starts if "argv" in entry else ends)[entry["pid"]] = entry
-    return [
-        Call(
-            pid,
-            list(entry["argv"]),
-            float(entry["start"]),
-            ends.get(pid, {}).get("end"),
-            ends.get(pid, {}).get("rc"),
-        )
-        for pid, entry in sorted(starts.items(), key=lambda item: item[1]["start"])
-    ]
-
-
 def in_flight(fake: FakeNerdctl, *, events: bool = False) -> list[int]:
     """Pids of fake nerdctl calls still running (``events`` streams left out by default)."""
     return [
         call.pid
-        for call in calls(fake)
+        for call in fake.calls()
         if call.end is None and (events or call.op != "events") and _fake_process(call.pid, fake)
     ]
 

@@ -52,7 +52,6 @@ from tests.faults.procs import (
     Proc,
     Reaper,
     Relay,
-    calls,
     in_flight,
     kill_orphans,
     max_gap,
@@ -621,13 +620,13 @@ def agent_crashes(
 
 def _raced(node: AgentNode, op: str, rid: str, since: int, delay: float) -> bool:
     """Whether the restarted agent's call began while the dead agent's still slept."""
-    mine = [c for c in calls(node.nerdctl)[since:] if c.op == op and f"replica-{rid}" in c.argv]
+    mine = [c for c in node.nerdctl.calls()[since:] if c.op == op and f"replica-{rid}" in c.argv]
     return len(mine) >= 2 and mine[1].start < mine[0].start + delay
 
 
 def _kill_event_streams(node: AgentNode) -> None:
     """A dead agent's ``nerdctl events`` would die at its next write; end it now."""
-    for call in calls(node.nerdctl):
+    for call in node.nerdctl.calls():
         if call.op == "events" and call.pid in in_flight(node.nerdctl, events=True):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(call.pid, signal.SIGKILL)

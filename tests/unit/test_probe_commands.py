@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 import anyio
 
+from tests.fakes.host.fakehost import running
 from vectorlay.adapters.commands import first_line, run_command
 
 
@@ -16,19 +16,6 @@ def script(tmp_path: Path, body: str) -> str:
     path.write_text(f"#!/bin/sh\n{body}\n")
     path.chmod(0o755)
     return str(path)
-
-
-def alive(pid: int) -> bool:
-    """Running, as opposed to gone or a zombie waiting for init to reap it."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 async def test_collects_both_streams_and_status(tmp_path: Path) -> None:
@@ -57,7 +44,7 @@ async def test_timeout_kills_the_whole_group(tmp_path: Path) -> None:
     assert result.returncode is None
     grandchild = int(pid_file.read_text())
     with anyio.fail_after(5):
-        while alive(grandchild):
+        while running(grandchild):
             await anyio.sleep(0.01)
 
 
@@ -69,7 +56,7 @@ async def test_exited_parent_with_grandchild_holding_the_pipe(tmp_path: Path) ->
     assert result.stdout == b"started\n"
     grandchild = int(pid_file.read_text())
     with anyio.fail_after(5):
-        while alive(grandchild):
+        while running(grandchild):
             await anyio.sleep(0.01)
 
 
@@ -88,7 +75,7 @@ async def test_caller_cancellation_leaves_nothing_running(tmp_path: Path) -> Non
         await run_command([cmd], timeout=60)
     pid = int(pid_file.read_text())
     with anyio.fail_after(5):
-        while alive(pid):
+        while running(pid):
             await anyio.sleep(0.01)
 
 

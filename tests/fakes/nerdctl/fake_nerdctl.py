@@ -1309,8 +1309,11 @@ class FakeNerdctl:
         starts: dict[int, dict[str, Any]] = {}
         ends: dict[int, dict[str, Any]] = {}
         if log_path.exists():
-            for line in log_path.read_text().splitlines():
-                entry = json.loads(line)
+            for line in log_path.read_text(errors="replace").splitlines():
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue  # a line a full disk or a kill cut short
                 (starts if "argv" in entry else ends)[entry["pid"]] = entry
         return [
             Call(
