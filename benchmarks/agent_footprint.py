@@ -5,11 +5,17 @@ heartbeat interval, fake host, fake nerdctl) on 127.0.0.1, waits until the
 node is online, then samples the agent process and its children for
 ``--seconds`` (default 60).  Prints:
 
-- peak RSS of the agent process alone and of its children (the
+- peak RSS of the agent process alone, of its children (the
   ``nerdctl events`` watcher; with the fake it is a Python process, with the
-  real nerdctl a Go binary);
-- CPU seconds of the agent over the window, and as a share of one core;
-- the ``python -c pass`` floor measured in the same run;
+  real nerdctl a Go binary) and of both together;
+- CPU seconds over the window of the agent alone and with its children (the
+  watcher, and every short-lived command it ran and reaped), and as a share of
+  one core;
+- two floors measured in the same run: ``python -c pass``, and an interpreter
+  that imports only the runtime dependencies the agent cannot run without
+  (ssl and asyncio, anyio's backend, msgspec, httpx/httpx-ws, psutil) and
+  nothing of vectorlay;
+- what a ``wss://`` session adds: the TLS context with the system CA store;
 - what dominates memory: the heaviest imports (``-X importtime``) and the top
   allocation sites after start-up (tracemalloc).
 
@@ -64,6 +70,77 @@ def vm_hwm_mb(status: str) -> float:
     return int(line.split()[1]) / 1024
 
 
+STACK_FLOOR = """
+import sys
+if sys.argv[1] == "asyncio":
+    sys.modules["trio"] = None
+import ssl, asyncio, msgspec, anyio, anyio.abc, anyio.to_thread, httpx, httpx_ws, psutil
+import anyio._backends._asyncio if sys.argv[1] == "asyncio" else trio
+def rss():
+    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmRSS:"))
+before = rss()
+ssl.create_default_context()
+print(open("/proc/self/status").read())
+print("TLS", (rss() - before) / 1024)
+"""
+
+
+def stack_floor(backend: str) -> tuple[float, float]:
+    """Peak RSS of the runtime dependencies alone, and what a system-store TLS context adds."""
+    code = STACK_FLOOR.replace(
+        'import anyio._backends._asyncio if sys.argv[1] == "asyncio" else trio',
+        "import anyio._backends._asyncio" if backend == "asyncio" else "import trio",
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, backend], capture_output=True, text=True, check=True
+    ).stdout
+    tls_line = next(line for line in out.splitlines() if line.startswith("TLS "))
+    # The TLS context is built after the imports: the floor is the RSS before it.
+    return vm_hwm_mb(out) - float(tls_line.split()[1]), float(tls_line.split()[1])
+
+
+class CpuMeter:
+    """CPU seconds of a process and its children over a window.
+
+    Children still running are read directly; children the agent already
+    reaped are counted through its ``children_*`` times, so a short-lived
+    ``lspci`` or ``nerdctl ps`` is not missed between two samples.
+    """
+
+    def __init__(self, proc: psutil.Process) -> None:
+        self.proc = proc
+        times = proc.cpu_times()
+        self.self0 = times.user + times.system
+        self.reaped0 = times.children_user + times.children_system
+        self.live0 = self._live()
+        self.live = dict(self.live0)
+
+    def _live(self) -> dict[int, float]:
+        seen: dict[int, float] = {}
+        for child in self.proc.children(recursive=True):
+            try:
+                times = child.cpu_times()
+            except psutil.Error:
+                continue
+            seen[child.pid] = times.user + times.system
+        return seen
+
+    def sample(self) -> None:
+        self.live.update(self._live())
+
+    def totals(self) -> tuple[float, float]:
+        """(agent alone, agent with children) over the window."""
+        times = self.proc.cpu_times()
+        alone = times.user + times.system - self.self0
+        reaped = times.children_user + times.children_system - self.reaped0
+        running = self._live()
+        # A child that ended in the window is in `reaped` whole; take off what
+        # it had spent before the window started.
+        before = sum(cpu for pid, cpu in self.live0.items() if pid not in running)
+        live = sum(cpu - self.live0.get(pid, 0.0) for pid, cpu in running.items())
+        return alone, alone + reaped - before + live
+
+
 def wait_online(port: int, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     request = urllib.request.Request(
@@ -79,6 +156,16 @@ def wait_online(port: int, timeout: float = 30) -> None:
             pass
         time.sleep(0.2)
     raise SystemExit("the agent did not come online")
+
+
+def children_rss(proc: psutil.Process) -> list[int]:
+    sizes = []
+    for child in proc.children(recursive=True):
+        try:
+            sizes.append(child.memory_info().rss)
+        except psutil.Error:
+            continue  # it ended between the listing and the read
+    return sizes
 
 
 def heaviest_imports(backend: str, top: int = 8) -> list[tuple[str, float]]:
@@ -172,21 +259,20 @@ def main() -> None:
             raise
         proc = psutil.Process(agent.pid)
         time.sleep(2.0)  # let start-up work (probe, first heartbeat) finish
-        cpu0 = proc.cpu_times()
-        peak_self = peak_children = 0
+        meter = CpuMeter(proc)
+        peak_self = peak_children = peak_both = 0
         end = time.monotonic() + args.seconds
         while time.monotonic() < end:
-            peak_self = max(peak_self, proc.memory_info().rss)
-            children = proc.children(recursive=True)
-            peak_children = max(
-                peak_children, sum(c.memory_info().rss for c in children if c.is_running())
-            )
+            own = proc.memory_info().rss
+            kids = sum(children_rss(proc))
+            peak_self, peak_children = max(peak_self, own), max(peak_children, kids)
+            peak_both = max(peak_both, own + kids)
+            meter.sample()
             time.sleep(0.5)
-        cpu1 = proc.cpu_times()
+        used, used_all = meter.totals()
         # Peak over the life of the process, start-up included.
         with open(f"/proc/{agent.pid}/status") as fh:
             hwm = vm_hwm_mb(fh.read())
-        used = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
     finally:
         for p in (agent, cp):
             if p is not None:
@@ -200,15 +286,24 @@ def main() -> None:
         fake.close()
 
     floor = floor_rss_mb()
-    print(f"agent footprint, backend {args.backend}, idle session at default intervals")
-    print(f"  window                          {args.seconds:.0f} s")
-    print(f"  python -c pass (floor) max RSS  {floor:6.1f} MB")
-    print(f"  agent peak RSS (VmHWM)          {hwm:6.1f} MB   target <= 30 MB")
-    print(f"  agent RSS while idle (max)      {peak_self / 2**20:6.1f} MB")
-    print(f"  children RSS (events watcher)   {peak_children / 2**20:6.1f} MB   (fake nerdctl)")
+    stack, tls = stack_floor(args.backend)
+    mb = 2**20
+    print(f"agent footprint, backend {args.backend}, idle ws:// session at default intervals")
+    print(f"  window                            {args.seconds:.0f} s")
+    print(f"  python -c pass (floor) peak RSS   {floor:6.1f} MB")
+    print(f"  runtime dependencies only, RSS    {stack:6.1f} MB   (no vectorlay code)")
+    print(f"  agent peak RSS (VmHWM)            {hwm:6.1f} MB   target <= 30 MB")
+    print(f"  agent RSS while idle (max)        {peak_self / mb:6.1f} MB")
+    print(f"  children RSS (events watcher)     {peak_children / mb:6.1f} MB   (fake nerdctl)")
+    print(f"  agent + children RSS (max)        {peak_both / mb:6.1f} MB")
+    print(f"  a wss:// session adds about       {tls:6.1f} MB   (TLS context, system CA store)")
     print(
-        f"  agent CPU over the window       {used:6.2f} s = {100 * used / args.seconds:.3f}% "
+        f"  agent CPU over the window         {used:6.2f} s = {100 * used / args.seconds:.3f}% "
         "of one core   target <= 0.1%  (kernel accounting: 0.01 s ticks)"
+    )
+    print(
+        f"  agent + children CPU              {used_all:6.2f} s = "
+        f"{100 * used_all / args.seconds:.3f}% of one core   (the fake nerdctl is Python)"
     )
     print("  heaviest imports (cumulative ms):")
     for name, ms in heaviest_imports(args.backend):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from vectorlay.domain.identity import NodeConfig
 from vectorlay.domain.messages import HostMetrics, HostReport
@@ -122,7 +122,9 @@ __all__ = [
 
 # --- control plane ---------------------------------------------------------------
 
-from vectorlay.domain.fleet import FleetChanges, FleetSnapshot, NodeRecord  # noqa: E402
+if TYPE_CHECKING:
+    # Only annotations need them: the agent never loads the control plane's domain.
+    from vectorlay.domain.fleet import FleetChanges, FleetSnapshot, NodeRecord
 
 
 class FleetStore(Protocol):
