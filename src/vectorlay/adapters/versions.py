@@ -11,6 +11,10 @@ Real ``--version`` first lines this module reads (fixtures in
     virtiofsd backend 1.7.0          (Debian's build of the Rust one)
     virtiofsd version 6.2.0 (Debian 1:6.2+dfsg-2ubuntu6.31)   (legacy C, from QEMU)
 
+Builds and versions not seen here often print just the name and the version
+(``containerd 1.7.2``, ``kata-runtime version 3.2.0``): a first line that
+starts with the tool's own name followed by a version is read too.
+
 Versions are reported without a leading ``v`` (``1.7.3``).  A tool that is
 missing, not executable, hangs, exits non-zero or prints anything else gives
 ``ok: false`` with a one-line ``detail``; nothing here raises.
@@ -42,6 +46,17 @@ VERSION_PATTERNS: Final[dict[str, re.Pattern[str]]] = {
 _MAX_VERSION: Final = 64
 
 
+def _plain_pattern(tool: str) -> re.Pattern[str]:
+    # "<tool> [version][:] <version>", the tool maybe named by its path.
+    return re.compile(
+        rf"(?:\S*/)?{re.escape(tool)}\s*:?\s+(?:version\s*:?\s*)?{_VERSION}{_END}",
+        re.IGNORECASE,
+    )
+
+
+PLAIN_PATTERNS: Final = {tool: _plain_pattern(tool) for tool in VERSION_PATTERNS}
+
+
 def parse_version(tool: str, output: str) -> str | None:
     """The version in ``tool``'s ``--version`` output; ``None`` if it is not recognised.
 
@@ -49,9 +64,8 @@ def parse_version(tool: str, output: str) -> str | None:
     name and version there, and anything else there is not that tool's
     answer.
     """
-    pattern = VERSION_PATTERNS[tool]
-    line = next((ln.strip() for ln in output.splitlines() if ln.strip()), "")
-    match = pattern.match(line[:512])
+    line = next((ln.strip() for ln in output.splitlines() if ln.strip()), "")[:512]
+    match = VERSION_PATTERNS[tool].match(line) or PLAIN_PATTERNS[tool].match(line)
     if match is None:
         return None
     version = match.group("version")
