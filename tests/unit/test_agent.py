@@ -522,11 +522,36 @@ async def test_registration_refused_with_error_backs_off_and_retries() -> None:
     async with running_agent(node=None, org_token=ORG_TOKEN) as h:
         peer = await h.accept()
         await recv(peer)
-        await peer.send_message(Error(ErrorPayload("unauthorized", "bad org token")))
+        await peer.send_message(Error(ErrorPayload("internal", "database unavailable")))
         await h.advance(10)
         again = await h.accept()
         assert isinstance(await recv(again), Register)
         assert h.exit_code is None
+
+
+async def test_registration_refused_as_unauthorized_exits_without_saving() -> None:
+    async with running_agent(node=None, org_token=ORG_TOKEN) as h:
+        peer = await h.accept()
+        await recv(peer)
+        await peer.send_message(Error(ErrorPayload("unauthorized", "bad org token")))
+        with anyio.fail_after(5):
+            while h.exit_code is None:
+                await anyio.sleep(0.01)
+    assert h.exit_code == EXIT_UNAUTHORIZED
+    assert h.store.saves == []
+
+
+async def test_bad_frames_while_registering_are_answered_and_registration_goes_on() -> None:
+    async with running_agent(node=None, org_token=ORG_TOKEN) as h:
+        peer = await h.accept()
+        assert isinstance(await recv(peer), Register)
+        await peer.send('{"type": "teleport"}')
+        assert (await recv_until(peer, Error)).payload.code == "unknown_type"
+        await peer.send(b"\x00")
+        assert (await recv_until(peer, Error)).payload.code == "invalid_message"
+        await peer.send_message(RegistrationSuccess(RegistrationSuccessPayload("node-1", "tok-1")))
+        assert isinstance(await recv_until(peer, SystemInfo), SystemInfo)
+        assert [c.node_id for c in h.store.saves] == ["node-1"]
 
 
 async def test_an_unusable_registration_answer_is_not_saved() -> None:

@@ -93,6 +93,7 @@ from vectorlay.errors import (
     CorruptConfig,
     FatalError,
     InsecureURL,
+    InvalidMessage,
     NameInUse,
     ProtocolError,
     SessionConflict,
@@ -473,19 +474,24 @@ class Agent:
             while answer is None:
                 try:
                     frame = await session.conn.receive()
-                    msg = decode_inbound(frame) if isinstance(frame, str) else None
+                    if isinstance(frame, bytes):
+                        raise InvalidMessage("message: binary frames are not accepted")
+                    msg = decode_inbound(frame)
                 except ProtocolError as exc:
-                    log.warning("ignoring bad frame while registering: %s", exc)
+                    await self._reject(session, exc)
                     continue
                 if isinstance(msg, RegistrationSuccess):
                     answer = msg
                 elif isinstance(msg, Error):
-                    raise ConnectFailed(
-                        "the control plane refused the registration: "
-                        f"{msg.payload.code[:40]}: {msg.payload.message[:200]}"
-                    )
+                    said = f"{msg.payload.code[:40]}: {msg.payload.message[:200]}"
+                    if msg.payload.code == ErrorCode.UNAUTHORIZED:
+                        # The close that follows says 4401; retrying the org token cannot help.
+                        raise Unauthorized(f"the control plane refused the org token: {said}")
+                    raise ConnectFailed(f"the control plane refused the registration: {said}")
                 else:
-                    log.warning("ignoring a message while registering")
+                    log.warning(
+                        "ignoring a %s message while registering", type(msg).__struct_config__.tag
+                    )
         if answer is None:
             raise ConnectFailed(
                 f"no registration_success within {self.config.registration_timeout:g} s"
