@@ -284,9 +284,9 @@ async def test_image_not_found(fake: FakeNerdctl, state_dir: Path, log_format: s
     with pytest.raises(ImageNotFound) as caught:
         await runtime(fake, state_dir).run(ContainerSpec("a", "ghcr.io/acme/llm:9.9"))
     assert str(caught.value) == (
-        'failed to resolve reference "ghcr.io/acme/llm:9.9": pull access denied, repository '
+        "image not found: ghcr.io/acme/llm:9.9 (pull access denied, repository "
         "does not exist or may require authorization: server message: insufficient_scope: "
-        "authorization failed"
+        "authorization failed)"
     )
 
 

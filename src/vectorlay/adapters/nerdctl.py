@@ -594,6 +594,19 @@ def error_class(message: str) -> type[ContainerRuntimeError]:
     return ContainerRuntimeError
 
 
+def _worded_for_result(exc: ContainerRuntimeError, spec: ContainerSpec) -> ContainerRuntimeError:
+    """PROTOCOL's words first (``image not found: <image>``), then what nerdctl said.
+
+    Registries answer "pull access denied, repository does not exist or may
+    require authorization" for a missing image and for a private one alike,
+    so the operator gets both.
+    """
+    if not isinstance(exc, ImageNotFound):
+        return exc
+    detail = str(exc).removeprefix(f'failed to resolve reference "{spec.image}": ')
+    return ImageNotFound(f"image not found: {spec.image} ({detail})")
+
+
 def redact(message: str, values: Iterable[str]) -> str:
     """Belt and braces: nerdctl does not echo env values, but never pass one on."""
     for value in values:
@@ -837,7 +850,7 @@ class NerdctlRuntime:
             try:
                 output = await self._run_container(spec, env_data)
                 if output.returncode != 0:
-                    raise self._failure(output, spec.env.values())
+                    raise _worded_for_result(self._failure(output, spec.env.values()), spec)
             except ContainerRuntimeError as exc:
                 if not isinstance(exc, NameInUse):
                     # A failed run may leave a created container that holds
