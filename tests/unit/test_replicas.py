@@ -432,3 +432,21 @@ class LedgerMachine(RuleBasedStateMachine):
 
 LedgerMachine.TestCase.settings = settings(max_examples=200, stateful_step_count=40)
 TestLedger = LedgerMachine.TestCase
+
+
+@pytest.mark.parametrize(
+    ("exit_code", "error"),
+    [
+        (3, "container exited with code 3 right after it started"),
+        (None, "container stopped right after it started"),
+    ],
+)
+def test_a_container_failed_at_once_is_answered_with_a_cause(
+    exit_code: int | None, error: str
+) -> None:
+    table = ReplicaTable()
+    decision = table.deploy(DeployPayload("a", "nginx"))
+    assert isinstance(decision, StartContainer)
+    result = table.started(ContainerState("a", RS.FAILED, exit_code))
+    assert result == ReportResult("a", RS.FAILED, error)
+    assert table.started(ContainerState("a", RS.EXITED, 0)) == ReportResult("a", RS.EXITED)

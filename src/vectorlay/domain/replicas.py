@@ -86,6 +86,13 @@ class ContainerState(msgspec.Struct, frozen=True):
     image: str = ""
 
 
+def exit_error(state: ContainerState) -> str:
+    """Why a just-started container is ``failed``: every ``failed`` result names a cause."""
+    if state.exit_code is None:
+        return "container stopped right after it started"
+    return f"container exited with code {state.exit_code} right after it started"
+
+
 class Replica(msgspec.Struct, frozen=True):
     replica_id: str
     status: ReplicaStatus
@@ -219,9 +226,12 @@ class ReplicaTable:
         image = current.image if current is not None else state.image
         if state.status in LIVE:
             gpus = self._claim(state.replica_id, gpus)
-        self._replicas[state.replica_id] = Replica(state.replica_id, state.status, gpus, image)
+        error = exit_error(state) if state.status is ReplicaStatus.FAILED else None
+        self._replicas[state.replica_id] = Replica(
+            state.replica_id, state.status, gpus, image, error
+        )
         self._touch(state.replica_id)
-        return ReportResult(state.replica_id, state.status)
+        return ReportResult(state.replica_id, state.status, error)
 
     def _claim(self, replica_id: str, gpus: tuple[str, ...]) -> tuple[str, ...]:
         """The GPUs of ``gpus`` no other live replica holds.
