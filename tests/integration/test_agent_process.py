@@ -96,10 +96,16 @@ class Node:
     state_dir: Path
     tmp: Path
 
-    def agent(self, url: str, *, backend: str = "asyncio", token: bool = True) -> AgentProcess:
+    def agent(
+        self, url: str, *, backend: str = "asyncio", token: bool = True, log_level: str = "debug"
+    ) -> AgentProcess:
         env = agent_env(self.host, self.nerdctl, org_token=ORG_TOKEN if token else None)
         argv = agent_argv(
-            url, state_dir=self.state_dir, nerdctl=self.nerdctl, extra=("--backend", backend)
+            url,
+            state_dir=self.state_dir,
+            nerdctl=self.nerdctl,
+            log_level=log_level,
+            extra=("--backend", backend),
         )
         return AgentProcess(argv, env, self.tmp / "agent.log")
 
@@ -335,6 +341,11 @@ def test_no_token_and_no_node_json_is_a_one_line_error(node: Node, peer: WsPeer)
     errors = [line for line in agent.log.splitlines() if "ERROR" in line]
     assert len(errors) == 1
     assert "VECTORLAY_ORG_TOKEN" in errors[0]
+    # At the default level the error is all it prints.
+    agent.log_path.write_text("")
+    quiet = node.agent(peer.url, token=False, log_level="info").start()
+    assert quiet.wait(10) == 2
+    assert len(quiet.log.splitlines()) == 1, quiet.log
 
 
 def test_ws_to_a_remote_host_is_refused_without_insecure(node: Node) -> None:

@@ -989,7 +989,8 @@ async def _main(settings: AgentSettings) -> int:
         tg.start_soon(_stop_on_signal, agent)
         code = await agent.run()
         tg.cancel_scope.cancel()
-    log.info("agent stopped (exit status %d); containers left running", code)
+    if code != EXIT_CONFIG:  # a usage error stays the one line that says what to set
+        log.info("agent stopped (exit status %d); containers left running", code)
     return code
 
 
