@@ -198,6 +198,53 @@ async def test_liveness_deadline_is_exact_and_any_frame_refreshes_it(tmp_path: P
         assert node.status.value == "offline"
 
 
+async def test_silent_node_is_offline_and_rescheduled_at_its_deadline(
+    tmp_path: Path,
+) -> None:
+    """The close handshake (up to 2 s with an agent that never answers) comes after."""
+    clock = ManualClock(start=1000.0)
+    async with (
+        running_control_plane(tmp_path, clock=clock, offline_after=60.0) as cp,
+        AgentClient.connect(cp.port, ORG_TOKEN) as a,
+        cp.admin() as admin,
+    ):
+        node_a, token_a = await a.register(gpus=1)
+        await a.send_message(system_info(node_a, gpus=1))  # A's last frame, at 1000
+        await eventually(lambda: cp.cp.fleet.is_connected(node_a))
+        created = await admin.post("/v1/replicas", json={"image": "busybox", "gpu_count": 1})
+        rid = created.json()["replica_id"]
+        assert created.json()["node_id"] == node_a
+        clock.advance(30.0)
+        async with AgentClient.connect(cp.port, ORG_TOKEN) as b:
+            node_b, _ = await b.register(gpus=1)
+            await b.send_message(system_info(node_b, gpus=1))  # B is due at 1090
+            await eventually(lambda: cp.cp.fleet.is_connected(node_b))
+            old_session = cp.cp.sessions[node_a]
+            clock.advance(30.0)  # 1060: A's deadline; A reads nothing, answers no close
+            await eventually(lambda: not cp.cp.fleet.is_connected(node_a), timeout=1.0)
+            node = cp.cp.fleet.node(node_a)
+            assert node is not None
+            assert node.status.value == "offline"
+            moved = await b.receive_message(timeout=1.0)
+            assert isinstance(moved, Deploy)
+            assert moved.payload.replica_id == rid
+            replica = cp.cp.fleet.replica(rid)
+            assert replica is not None
+            assert replica.node_id == node_b
+            assert old_session in cp.cp.live_sessions  # still in its close handshake
+            # A newer session for A, while the old one is still closing: the
+            # old one's end must not take the node offline again.
+            async with AgentClient.connect(cp.port, token_a) as again:
+                await again.send_message(system_info(node_a, gpus=1))
+                await eventually(lambda: cp.cp.fleet.is_connected(node_a))
+                assert await a.expect_close() == 4001
+                await eventually(lambda: old_session not in cp.cp.live_sessions)
+                assert cp.cp.fleet.is_connected(node_a)
+                assert cp.cp.sessions[node_a] is not old_session
+                await again.ping()
+                await again.wait_pong()
+
+
 async def test_a_connection_that_never_says_hello_is_closed_4001(tmp_path: Path) -> None:
     clock = ManualClock()
     async with (

@@ -108,6 +108,12 @@ class AgentSession:
                         inner.start_soon(self._watchdog)
                         await self._reader()
                         inner.cancel_scope.cancel()
+                # The node is offline as soon as the session ends (at its
+                # deadline, for the watchdog), not after the outbox flush and
+                # the close handshake, which an agent that no longer answers
+                # can stretch to their timeouts.
+                with anyio.CancelScope(shield=True):
+                    await self._release()
                 # The writer drains what is queued (an error before a close,
                 # say), then stops; an agent that does not read gets a bound.
                 self._send.close()
@@ -116,11 +122,11 @@ class AgentSession:
                 tg.cancel_scope.deadline = anyio.current_time() + CLOSE_FLUSH_TIMEOUT
         finally:
             with anyio.CancelScope(shield=True):
+                await self._release()  # if not done above (cancelled from outside)
                 if not self._peer_closed:
                     await self.ws.close(self._close_code or CLOSE_NORMAL)
                 self._send.close()
                 self._outbox.close()
-                await self._release()
 
     def end(self, code: int) -> None:
         """Close the session with ``code`` (the first reason given wins)."""
@@ -152,9 +158,14 @@ class AgentSession:
             older.end(CLOSE_SESSION_CONFLICT)
 
     async def _release(self) -> None:
+        """Give up the node: offline, persisted, rescheduler woken.  Runs once.
+
+        Only the session that owns the node releases it: after the first
+        call (or once a newer session has claimed the node) it does nothing.
+        """
         node_id = self.node_id
         if node_id is None or self.cp.sessions.get(node_id) is not self:
-            return  # a newer session owns the node now
+            return  # released already, or a newer session owns the node now
         del self.cp.sessions[node_id]
         if self.cp.fleet.disconnect(node_id):
             await self.cp.commit([])
@@ -211,7 +222,13 @@ class AgentSession:
         return self.cp.fleet.policy.deadline(self._waiting_since)
 
     def _frame_seen(self) -> None:
-        if self.phase is Phase.STARTED and self.node_id is not None:
+        # A released session (closing, or replaced by a newer one) no longer
+        # speaks for the node: its frames must not move the node's deadline.
+        if (
+            self.phase is Phase.STARTED
+            and self.node_id is not None
+            and self.cp.sessions.get(self.node_id) is self
+        ):
             now = self.cp.clock.monotonic()
             self.cp.fleet.touch(self.node_id, now=now, wall=self.cp.clock.now())
 
