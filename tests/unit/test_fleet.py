@@ -489,6 +489,52 @@ def test_old_node_returning_with_the_moved_replica_gets_a_stop(fleet: Fleet) -> 
     assert fleet.pending_commands("a") == []
 
 
+def waiting_replica_off(fleet: Fleet, node_id: str, *, gpu_count: int = 1) -> None:
+    """``r1`` ran on ``node_id``, which went out of contact; no room elsewhere: it waits."""
+    add_node(fleet, node_id, gpus=2)
+    fleet.deploy(deploy("r1", gpu_count))
+    fleet.deploy_result(node_id, ok("r1"))
+    fleet.disconnect(node_id)
+    moves, _ = fleet.reschedule_due(60.0)
+    assert [m.to_node for m in moves] == [None]
+    fleet.take_changes()
+
+
+@pytest.mark.parametrize("status", [R.RUNNING, R.PENDING])
+def test_old_node_returning_with_a_waiting_replica_keeps_it(
+    fleet: Fleet, status: ReplicaStatus
+) -> None:
+    waiting_replica_off(fleet, "a", gpu_count=2)
+    sends = fleet.session_started("a", info("a", replicas={"r1": status}), now=61, wall=WALL)
+    assert sends == []  # no stop, no deploy: the workload runs on
+    assert fleet.pending_commands() == []
+    replica = fleet.replica("r1")
+    assert replica is not None
+    assert (replica.node_id, replica.status) == ("a", ReplicaPhase(status.value))
+    assert fleet.gpus_free("a") == 0
+    assert [r.replica_id for r in fleet.take_changes().replicas] == ["r1"]
+    # Nothing left waiting: a node that comes later gets no deploy for it.
+    assert add_node(fleet, "b", gpus=2, now=70.0) == []
+
+
+@pytest.mark.parametrize("why", ["maintenance", "drain", "degraded", "gpus"])
+def test_old_node_that_cannot_take_a_waiting_replica_stops_it(fleet: Fleet, why: str) -> None:
+    waiting_replica_off(fleet, "a", gpu_count=2)
+    if why == "maintenance":
+        fleet.maintenance("a")
+    elif why == "drain":
+        fleet.drain("a")
+    gpus = 1 if why == "gpus" else 2
+    report = info("a", gpus=gpus, ready=why != "degraded", replicas={"r1": R.RUNNING})
+    sends = fleet.session_started("a", report, now=61, wall=WALL)
+    assert [(s.node_id, type(s.message)) for s in sends] == [("a", Stop)]
+    replica = fleet.replica("r1")
+    assert replica is not None
+    assert (replica.node_id, replica.status) == (None, ReplicaPhase.PENDING)
+    # Its GPUs are not counted as held by the replica it is told to stop.
+    assert fleet.gpus_free("a") == gpus
+
+
 def test_stopping_replicas_stay_with_their_node(fleet: Fleet) -> None:
     add_node(fleet, "a")
     add_node(fleet, "b")

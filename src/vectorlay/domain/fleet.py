@@ -18,7 +18,10 @@ Rules (DESIGN.md section 6):
 - A node out of contact for ``offline_after`` seconds since its last frame
   loses its ``pending``/``running`` replicas to other online nodes (same
   replica id); with no room a replica waits, unplaced, until a node can take
-  it.  When the old node comes back still running one, it is sent a ``stop``.
+  it.  When the old node comes back still running one that was placed
+  elsewhere, it is sent a ``stop``; one still waiting stays where it runs
+  (no stop, no deploy) if that node could take it as a deploy, and is
+  stopped there otherwise.
 - Commands not yet answered (one per node and replica: a later one replaces
   an earlier one) are re-sent when the node's session resumes; an answer
   clears only a command of its own kind.  A ``failed`` stop answers nothing:
@@ -508,10 +511,10 @@ class Fleet:
         skip = set(exclude)
         best: tuple[int, int, str] | None = None
         for node_id in self._connected:
-            if node_id in skip or not accepts_deploys(self._nodes[node_id].state):
+            if node_id in skip:
                 continue
-            free = self.gpus_free(node_id)
-            if free < gpu_count:
+            free = self._room_for(node_id, gpu_count)
+            if free is None:
                 continue
             key = (-free, self._load_of(node_id), node_id)
             if best is None or key < best:
@@ -605,6 +608,8 @@ class Fleet:
             replica = self._replicas.get(report.replica_id)
             if replica is None:
                 continue  # not a replica this control plane knows: leave it alone
+            if self._reattach(node_id, replica, report.status):
+                continue
             if replica.node_id != node_id or replica.status is ReplicaPhase.STOPPED:
                 sends.extend(self._stop_duplicate(node_id, report.replica_id, report.status))
                 continue
@@ -642,6 +647,34 @@ class Fleet:
             self._set_replica(
                 msgspec.structs.replace(replica, status=ReplicaPhase.FAILED, error=NOT_REPORTED)
             )
+
+    def _reattach(self, node_id: str, replica: ReplicaRecord, status: ReplicaStatus) -> bool:
+        """A replica waiting for room that the node still runs stays there, if it may.
+
+        Stopping it there to deploy it again (there or elsewhere) would
+        restart the workload for nothing.  The node must be able to take it
+        as a deploy (status, free GPUs); otherwise it is a duplicate.
+        """
+        if replica.replica_id not in self._waiting or status not in _LIVE_REPORT:
+            return False
+        if self._room_for(node_id, replica.gpu_count) is None:
+            return False
+        self._set_replica(
+            msgspec.structs.replace(replica, node_id=node_id, status=phase_of(status), error=None)
+        )
+        return True
+
+    def _room_for(self, node_id: str, gpu_count: int) -> int | None:
+        """The node's free GPUs if it may take a replica of ``gpu_count``, else ``None``.
+
+        The placement rule, connection aside: the node takes deploys and
+        has the GPUs free.
+        """
+        node = self._nodes.get(node_id)
+        if node is None or not accepts_deploys(node.state):
+            return None
+        free = self.gpus_free(node_id)
+        return free if free >= gpu_count else None
 
     def _stop_duplicate(self, node_id: str, replica_id: str, status: ReplicaStatus) -> list[Send]:
         """The node runs a copy it should not (moved away or stopped): stop it once."""
