@@ -326,7 +326,8 @@ async def test_deploy_heartbeat_stop_flow(tmp_path: Path) -> None:
                 return str(replica.json()["status"])
 
             await eventually(lambda: _equals(status, "running"))
-            assert (await admin.get(f"/v1/nodes/{node_id}")).json()["gpus_free"] == 1
+            node = (await admin.get(f"/v1/nodes/{node_id}")).json()
+            assert (node["gpus_free"], node["replicas"]) == (1, [rid])
             listed = (await admin.get("/v1/replicas")).json()
             assert listed == [
                 {
@@ -347,7 +348,11 @@ async def test_deploy_heartbeat_stop_flow(tmp_path: Path) -> None:
             await eventually(lambda: _equals(status, "stopped"))
             node = (await admin.get(f"/v1/nodes/{node_id}")).json()
             assert node["gpus_free"] == 2
-            assert node["replicas"] == [rid]
+            assert node["replicas"] == []  # only replicas not ended yet
+            assert [n["replicas"] for n in (await admin.get("/v1/nodes")).json()] == [[]]
+            page = await admin.get("/")
+            assert rid not in page.text.split("<h2>Replicas")[0]  # node table: none left
+            assert rid in page.text  # the replicas table keeps it, stopped
 
 
 async def _equals(read: object, wanted: str) -> bool:

@@ -27,6 +27,7 @@ from vectorlay.app.cp_http import (
     token_matches,
 )
 from vectorlay.domain.fleet import (
+    HOLDS_GPUS,
     NoCapacity,
     NodeRecord,
     ReplicaExists,
@@ -77,8 +78,13 @@ def node_view(cp: ControlPlane, node: NodeRecord) -> dict[str, Any]:
         "gpus_free": fleet.gpus_free(node.node_id),
         "dependencies": msgspec.to_builtins(node.dependencies),
         "last_seen": rfc3339(node.last_seen),
-        "replicas": [r.replica_id for r in fleet.replicas_on(node.node_id)],
+        "replicas": live_replica_ids(cp, node.node_id),
     }
+
+
+def live_replica_ids(cp: ControlPlane, node_id: str) -> list[str]:
+    """The node's replicas not ended yet (``pending``, ``running``, ``stopping``)."""
+    return [r.replica_id for r in cp.fleet.replicas_on(node_id) if r.status in HOLDS_GPUS]
 
 
 def replica_view(replica: ReplicaRecord) -> dict[str, Any]:
@@ -311,7 +317,7 @@ def status_page(cp: ControlPlane) -> Response:
             f"{_e(g.pci_address)} {_e(g.model)} <small>{_e(g.driver or 'no driver')}</small>"
             for g in node.gpus
         )
-        replicas = ", ".join(_e(r.replica_id) for r in fleet.replicas_on(node.node_id))
+        replicas = ", ".join(_e(r) for r in live_replica_ids(cp, node.node_id))
         rows.append(
             "<tr>"
             f"<td>{_e(node.node_id)}</td><td>{_e(node.hostname)}</td>"
