@@ -89,13 +89,28 @@ async def test_registration_is_refused_without_org_tokens(tmp_path: Path) -> Non
         assert await ws.expect_close() == 4401
 
 
-async def test_upgrade_without_the_subprotocol_is_refused(tmp_path: Path) -> None:
+async def test_upgrade_offering_only_other_subprotocols_is_refused(tmp_path: Path) -> None:
     async with running_control_plane(tmp_path) as cp:
         with pytest.raises(HandshakeRejected) as info:
-            async with AgentClient.connect(cp.port, ORG_TOKEN, subprotocols=()):
+            async with AgentClient.connect(cp.port, ORG_TOKEN, subprotocols=("chat", "x.v2")):
                 pass
         assert info.value.status == 400
         assert SUBPROTOCOL.encode() in info.value.body
+
+
+async def test_upgrade_offering_no_subprotocol_is_served(tmp_path: Path) -> None:
+    async with running_control_plane(tmp_path) as cp:
+        async with AgentClient.connect(cp.port, "wrong-token", subprotocols=()) as ws:
+            assert ws.subprotocol is None  # nothing offered, nothing chosen
+            assert await ws.expect_close() == 4401
+        async with AgentClient.connect(cp.port, ORG_TOKEN, subprotocols=()) as ws:
+            assert ws.subprotocol is None
+            node_id, _ = await ws.register()
+            await ws.send_message(system_info(node_id))
+            await ws.send_message(heartbeat())
+            await eventually(lambda: cp.cp.fleet.is_connected(node_id))
+        async with AgentClient.connect(cp.port, ORG_TOKEN, subprotocols=("x", SUBPROTOCOL)) as ws:
+            assert ws.subprotocol == SUBPROTOCOL
 
 
 async def test_system_info_naming_another_node_gets_error_then_4401(tmp_path: Path) -> None:

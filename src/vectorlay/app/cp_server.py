@@ -203,7 +203,11 @@ class ControlPlane:
 
     async def websocket(self, request: Request, upgrade: Upgrade) -> None:
         peer = _peer(upgrade.stream)
-        if SUBPROTOCOL not in upgrade.subprotocols:
+        offered = upgrade.subprotocols
+        # Liberal: a client that offers no subprotocol is served (and a bad
+        # credential still gets its 4401 after the upgrade); only one that
+        # offers others and not ours is refused, as it asked for another protocol.
+        if offered and SUBPROTOCOL not in offered:
             await upgrade.reject(400, f"Sec-WebSocket-Protocol: offer {SUBPROTOCOL}")
             return
         credential = bearer(request.header("authorization"))
@@ -213,7 +217,9 @@ class ControlPlane:
             node_id = await self.store.node_for_token(credential)
             if node_id is not None and self.fleet.node(node_id) is None:
                 node_id = None
-        ws = await upgrade.accept(SUBPROTOCOL, max_message_bytes=MAX_FRAME_BYTES)
+        ws = await upgrade.accept(
+            SUBPROTOCOL if offered else None, max_message_bytes=MAX_FRAME_BYTES
+        )
         if not registering and node_id is None:
             log.warning(
                 "agent credential rejected (4401)",
