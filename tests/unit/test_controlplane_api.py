@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import h11
 import pytest
 
 from tests.integration.cp_client import (
@@ -81,7 +82,8 @@ async def test_unknown_paths_and_methods(tmp_path: Path) -> None:
         assert (await http.delete("/v1/replicas/missing")).status_code == 404
         put = await http.put("/v1/replicas")
         assert put.status_code == 405
-        assert put.headers["allow"] == "GET, POST"
+        assert put.headers["allow"] == "GET, HEAD, POST"
+        assert (await http.post("/")).headers["allow"] == "GET, HEAD"
         agent = await http.get("/v1/agent")
         assert agent.status_code == 426
 
@@ -264,6 +266,76 @@ async def test_keep_alive_serves_several_requests_on_one_connection(tmp_path: Pa
             with anyio.fail_after(5):
                 while received.count(b"HTTP/1.1 200") < 2:
                     received += await stream.receive()
+
+
+async def _exchange(
+    port: int, requests: list[tuple[str, str, bool]]
+) -> list[tuple[int, dict[bytes, bytes], bytes]]:
+    """Send ``(method, path, with_admin_token)`` requests on one connection, read each answer.
+
+    An h11 client frames the answers: a body sent after the head of a HEAD
+    answer would be taken for the next answer and fail to parse.
+    """
+    conn = h11.Connection(h11.CLIENT)
+    answers: list[tuple[int, dict[bytes, bytes], bytes]] = []
+    stream = await anyio.connect_tcp("127.0.0.1", port)
+    async with stream:
+        for method, path, auth in requests:
+            headers = [("host", "x")]
+            if auth:
+                headers.append(("authorization", f"Bearer {ADMIN_TOKEN}"))
+            await stream.send(conn.send(h11.Request(method=method, target=path, headers=headers)))
+            await stream.send(conn.send(h11.EndOfMessage()))
+            status, head, body = 0, {}, b""
+            with anyio.fail_after(5):
+                while True:
+                    event = conn.next_event()
+                    if event is h11.NEED_DATA:
+                        conn.receive_data(await stream.receive())
+                    elif isinstance(event, h11.Response):
+                        status, head = event.status_code, dict(event.headers)
+                    elif isinstance(event, h11.Data):
+                        body += bytes(event.data)
+                    elif isinstance(event, h11.EndOfMessage):
+                        break
+            answers.append((status, head, body))
+            conn.start_next_cycle()
+    return answers
+
+
+@pytest.mark.parametrize(
+    ("path", "auth"),
+    [
+        ("/", False),
+        ("/healthz", False),
+        ("/v1/nodes", True),
+        ("/v1/replicas", True),
+        ("/v1/replicas/missing", True),
+        ("/v1/nodes", False),
+        ("/v1/agent", False),
+        ("/nope", False),
+    ],
+)
+async def test_head_is_answered_like_get_without_a_body(
+    tmp_path: Path, path: str, auth: bool
+) -> None:
+    async with running_control_plane(tmp_path) as cp:
+        head, get, after = await _exchange(
+            cp.port, [("HEAD", path, auth), ("GET", path, auth), ("GET", "/healthz", False)]
+        )
+    assert head[0] == get[0]
+    assert head[2] == b""
+    assert get[2] != b""
+    assert head[1][b"content-length"] == str(len(get[2])).encode()
+    assert head[1][b"content-type"] == get[1][b"content-type"]
+    assert after[:1] == (200,)  # the connection is still good after a HEAD
+
+
+async def test_head_on_a_post_only_route_is_405_without_a_body(tmp_path: Path) -> None:
+    async with running_control_plane(tmp_path) as cp:
+        [(status, headers, body)] = await _exchange(cp.port, [("HEAD", "/v1/nodes/x/drain", True)])
+    assert (status, body) == (405, b"")
+    assert headers[b"allow"] == b"POST"
 
 
 async def test_oversized_and_malformed_requests(tmp_path: Path) -> None:

@@ -129,9 +129,10 @@ async def handle(cp: ControlPlane, request: Request) -> Response:
 
 
 def _only(request: Request, method: str) -> Response | None:
-    if request.method == method:
+    if request.method == method or (method == "GET" and request.method == "HEAD"):
         return None
-    return error_response(405, "method not allowed", headers=(("allow", method),))
+    allowed = "GET, HEAD" if method == "GET" else method
+    return error_response(405, "method not allowed", headers=(("allow", allowed),))
 
 
 def _authorize(cp: ControlPlane, request: Request) -> Response | None:
@@ -166,6 +167,9 @@ def _route(method: str, parts: list[str]) -> tuple[Route | None, list[str]]:
         table = {"GET": _list_replicas, "POST": _deploy}
     elif len(parts) == 2 and parts[0] == "replicas":
         table = {"GET": _get_replica, "DELETE": _stop}
+    if "GET" in table:
+        # HEAD is GET without the body (the HTTP layer leaves the body out).
+        table["HEAD"] = table["GET"]
     return table.get(method), sorted(table)
 
 

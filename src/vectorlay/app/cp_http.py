@@ -171,6 +171,7 @@ async def serve_connection(stream: anyio.abc.ByteStream, handler: Handler) -> No
     """Serve requests on ``stream`` until the client leaves or a WebSocket session ends."""
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
     while True:
+        head = False  # the answer to a HEAD request carries no body, whatever it is
         try:
             with anyio.fail_after(IDLE_TIMEOUT):
                 event = await _next_event(conn, stream)
@@ -179,6 +180,7 @@ async def serve_connection(stream: anyio.abc.ByteStream, handler: Handler) -> No
             if not isinstance(event, h11.Request):
                 return
             request = _request(event)
+            head = request.method == "HEAD"
             if _is_upgrade(request) and handler.wants_websocket(request):
                 await _upgrade(conn, stream, handler, request)
                 return
@@ -195,14 +197,15 @@ async def serve_connection(stream: anyio.abc.ByteStream, handler: Handler) -> No
         except TimeoutError:
             return
         except _TooLarge:
-            await _send(conn, stream, error_response(413, f"body larger than {MAX_BODY_BYTES}"))
+            too_large = error_response(413, f"body larger than {MAX_BODY_BYTES}")
+            await _send(conn, stream, too_large, head=head)
             return
         except h11.RemoteProtocolError as exc:
             status = exc.error_status_hint if exc.error_status_hint >= 400 else 400
-            await _send(conn, stream, error_response(status, "malformed HTTP request"))
+            await _send(conn, stream, error_response(status, "malformed HTTP request"), head=head)
             return
         response = await _respond(handler, request)
-        await _send(conn, stream, response)
+        await _send(conn, stream, response, head=head)
         if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
             return
         conn.start_next_cycle()
@@ -307,7 +310,10 @@ def _reason(status: int) -> bytes:
         return b""
 
 
-async def _send(conn: h11.Connection, stream: anyio.abc.ByteStream, response: Response) -> None:
+async def _send(
+    conn: h11.Connection, stream: anyio.abc.ByteStream, response: Response, *, head: bool = False
+) -> None:
+    """Write ``response``; for a HEAD request, its head only (Content-Length as for GET)."""
     headers = [
         ("content-type", response.content_type),
         ("content-length", str(len(response.body))),
@@ -316,11 +322,12 @@ async def _send(conn: h11.Connection, stream: anyio.abc.ByteStream, response: Re
         *response.headers,
     ]
     try:
-        head = h11.Response(
+        status_line = h11.Response(
             status_code=response.status, headers=headers, reason=_reason(response.status)
         )
-        data = conn.send(head)
-        data = (data or b"") + (conn.send(h11.Data(data=response.body)) or b"")
+        data = conn.send(status_line) or b""
+        if not head:
+            data += conn.send(h11.Data(data=response.body)) or b""
         data += conn.send(h11.EndOfMessage()) or b""
     except h11.LocalProtocolError:
         return
