@@ -44,6 +44,7 @@ from tests.fakes.nerdctl.fake_nerdctl import FakeNerdctl  # noqa: E402
 from tests.support import (  # noqa: E402
     agent_argv,
     agent_env,
+    children_cpu,
     control_plane_argv,
     control_plane_env,
     free_port,
@@ -112,28 +113,18 @@ class CpuMeter:
         times = proc.cpu_times()
         self.self0 = times.user + times.system
         self.reaped0 = times.children_user + times.children_system
-        self.live0 = self._live()
+        self.live0 = children_cpu(self.proc)
         self.live = dict(self.live0)
 
-    def _live(self) -> dict[int, float]:
-        seen: dict[int, float] = {}
-        for child in self.proc.children(recursive=True):
-            try:
-                times = child.cpu_times()
-            except psutil.Error:
-                continue
-            seen[child.pid] = times.user + times.system
-        return seen
-
     def sample(self) -> None:
-        self.live.update(self._live())
+        self.live.update(children_cpu(self.proc))
 
     def totals(self) -> tuple[float, float]:
         """(agent alone, agent with children) over the window."""
         times = self.proc.cpu_times()
         alone = times.user + times.system - self.self0
         reaped = times.children_user + times.children_system - self.reaped0
-        running = self._live()
+        running = children_cpu(self.proc)
         # A child that ended in the window is in `reaped` whole; take off what
         # it had spent before the window started.
         before = sum(cpu for pid, cpu in self.live0.items() if pid not in running)

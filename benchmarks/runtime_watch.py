@@ -41,11 +41,11 @@ from contextlib import aclosing
 from pathlib import Path
 
 import anyio
-import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.fakes.nerdctl.fake_nerdctl import FakeNerdctl
+from tests.support import children_cpu
 
 from vectorlay.adapters.nerdctl import NerdctlRuntime, ps_argv
 from vectorlay.domain.messages import ReplicaStatus
@@ -90,17 +90,6 @@ def cpu_reaped_children() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def cpu_live_children() -> dict[int, float]:
-    out: dict[int, float] = {}
-    for child in psutil.Process().children(recursive=True):
-        try:
-            times = child.cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        out[child.pid] = times.user + times.system
-    return out
-
-
 def spawn_cost(fake: FakeNerdctl, runs: int = 20) -> float:
     """CPU seconds of one fake `nerdctl ps` run, measured here."""
     import subprocess
@@ -133,14 +122,14 @@ async def measure(
 
         calls_before = len(fake.calls())
         wakeups_before = consumer.wakeups
-        live_before = cpu_live_children()
+        live_before = children_cpu()
         self_before, reaped_before = cpu_self(), cpu_reaped_children()
         began = time.perf_counter()
         await anyio.sleep(args.idle)
         elapsed = time.perf_counter() - began
         self_cpu = cpu_self() - self_before
         reaped = cpu_reaped_children() - reaped_before
-        live_after = cpu_live_children()
+        live_after = children_cpu()
         live = sum(live_after[pid] - live_before.get(pid, 0.0) for pid in live_after)
         spawns = len(fake.calls()) - calls_before
         wakeups = consumer.wakeups - wakeups_before

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import httpx
+import psutil
 
 from tests.fakes.host.fakehost import FakeHost
 from tests.fakes.nerdctl.fake_nerdctl import FakeNerdctl
@@ -130,3 +131,15 @@ def control_plane_env(org_tokens: str, admin_token: str) -> dict[str, str]:
         "VECTORLAY_CP_ORG_TOKENS": org_tokens,
         "VECTORLAY_CP_ADMIN_TOKEN": admin_token,
     }
+
+
+def children_cpu(proc: psutil.Process | None = None) -> dict[int, float]:
+    """CPU seconds (user + system) of each running descendant of ``proc`` (default: this one)."""
+    seen: dict[int, float] = {}
+    for child in (proc or psutil.Process()).children(recursive=True):
+        try:
+            times = child.cpu_times()
+        except psutil.Error:
+            continue  # it ended between the listing and the read
+        seen[child.pid] = times.user + times.system
+    return seen
