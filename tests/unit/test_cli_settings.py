@@ -314,7 +314,7 @@ def test_control_plane_tokens_from_files_and_env(tmp_path: Path) -> None:
     assert from_env.admin_token == "env-admin"
     from_files = cp("--org-token-file", str(org), "--admin-token-file", str(admin), env=env)
     assert from_files.org_tokens == (SECRET, "second")
-    assert from_files.admin_token == "admin-1"
+    assert from_files.admin_token == "admin-1\nadmin-2"  # every token, one per line
     assert SECRET not in repr(from_files)
     assert "admin-1" not in repr(from_files)
     text = usage_error(lambda: cp("--org-token-file", str(tmp_path / "nope")))

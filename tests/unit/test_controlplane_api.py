@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,14 @@ async def test_admin_api_is_refused_without_a_configured_token(tmp_path: Path) -
         assert response.status_code == 401
         assert response.headers["www-authenticate"].lower().startswith("bearer")
         assert "VECTORLAY_CP_ADMIN_TOKEN" in response.json()["error"]
+
+
+async def test_every_configured_admin_token_is_accepted(tmp_path: Path) -> None:
+    async with running_control_plane(tmp_path, admin_token=None) as cp:
+        cp.cp.config = replace(cp.cp.config, admin_tokens=("admin-a", "admin-b"))
+        for token, status in (("admin-a", 200), ("admin-b", 200), ("admin-c", 401), (None, 401)):
+            async with cp.admin(token=token) as http:
+                assert (await http.get("/v1/nodes")).status_code == status, token
 
 
 async def test_unknown_paths_and_methods(tmp_path: Path) -> None:

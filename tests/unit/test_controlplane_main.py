@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from vectorlay.app import controlplane
+from vectorlay.app import cli, controlplane
 from vectorlay.app.backends import backend_installed, missing_backend
 from vectorlay.app.settings import ControlPlaneSettings
 
@@ -44,6 +44,22 @@ def test_the_command_line_exits_2_with_one_line(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert done.stderr == NOT_INSTALLED + "\n"
     assert "Traceback" not in done.stderr
+
+
+def test_every_token_of_the_admin_token_file_counts(tmp_path: Path) -> None:
+    admin = tmp_path / "admin"
+    admin.write_text("\n  admin-1  \n\nadmin-2\n")
+    args = cli._parser().parse_args(["control-plane", "--admin-token-file", str(admin)])
+    settings = cli.control_plane_settings(args, {"VECTORLAY_CP_ADMIN_TOKEN": "env-admin"})
+    config = controlplane.config_from(settings)
+    assert config.admin_credentials == ("admin-1", "admin-2")
+    assert "admin-1" not in repr(config)
+    args = cli._parser().parse_args(["control-plane"])
+    from_env = controlplane.config_from(
+        cli.control_plane_settings(args, {"VECTORLAY_CP_ADMIN_TOKEN": " env-admin "})
+    )
+    assert from_env.admin_credentials == ("env-admin",)
+    assert controlplane.config_from(cli.control_plane_settings(args, {})).admin_credentials == ()
 
 
 def test_installed_backends_pass() -> None:

@@ -302,8 +302,10 @@ def control_plane_settings(
             t.strip() for t in env.get("VECTORLAY_CP_ORG_TOKENS", "").split(",") if t.strip()
         )
     if args.admin_token_file is not None:
+        # Every token of the file counts (as for the org token file); the
+        # settings field carries them one per line.
         lines = _token_lines(_read_secret_file(args.admin_token_file, "--admin-token-file"))
-        admin: str | None = lines[0] if lines else None
+        admin: str | None = "\n".join(lines) or None
     else:
         admin = env.get("VECTORLAY_CP_ADMIN_TOKEN", "").strip() or None
     return ControlPlaneSettings(

@@ -21,7 +21,7 @@ from vectorlay.app.backends import missing_backend
 from vectorlay.app.settings import ControlPlaneSettings
 
 if TYPE_CHECKING:
-    from vectorlay.app.cp_server import ControlPlane
+    from vectorlay.app.cp_server import ControlPlane, ControlPlaneConfig
 
 log = logging.getLogger("vectorlay.controlplane")
 
@@ -53,19 +53,14 @@ async def run(settings: ControlPlaneSettings) -> int:
     """Serve until SIGINT/SIGTERM; 0 after a signal, 1 when it cannot start."""
     from vectorlay.adapters.clock import SystemClock
     from vectorlay.adapters.sqlite_store import SqliteFleetStore, StoreError
-    from vectorlay.app.cp_server import ControlPlane, ControlPlaneConfig
+    from vectorlay.app.cp_server import ControlPlane
 
     try:
         store = SqliteFleetStore(settings.db)
     except StoreError as exc:
         log.error("cannot open the control-plane store: %s", exc)
         return EXIT_FAILED
-    config = ControlPlaneConfig(
-        org_tokens=settings.org_tokens,
-        admin_token=settings.admin_token,
-        offline_after=settings.offline_after,
-    )
-    cp = ControlPlane(store, config, SystemClock())
+    cp = ControlPlane(store, config_from(settings), SystemClock())
     if not settings.org_tokens:
         log.warning("no org token configured: agents cannot register (VECTORLAY_CP_ORG_TOKENS)")
     if settings.admin_token is None:
@@ -90,6 +85,17 @@ async def run(settings: ControlPlaneSettings) -> int:
         return EXIT_FAILED
     log.info("control plane stopped")
     return EXIT_OK
+
+
+def config_from(settings: ControlPlaneSettings) -> ControlPlaneConfig:
+    from vectorlay.app.cp_server import ControlPlaneConfig
+
+    return ControlPlaneConfig(
+        org_tokens=settings.org_tokens,
+        # The settings carry every admin token, one per line (a token file's lines).
+        admin_tokens=tuple((settings.admin_token or "").splitlines()),
+        offline_after=settings.offline_after,
+    )
 
 
 async def _serve(

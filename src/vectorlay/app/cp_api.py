@@ -136,8 +136,8 @@ def _only(request: Request, method: str) -> Response | None:
 
 
 def _authorize(cp: ControlPlane, request: Request) -> Response | None:
-    admin = cp.config.admin_token
-    if admin is None:
+    admin = cp.config.admin_credentials
+    if not admin:
         # 401 like a wrong token (no token can be valid), saying what to configure.
         return error_response(
             401,
@@ -146,7 +146,7 @@ def _authorize(cp: ControlPlane, request: Request) -> Response | None:
             headers=_AUTH_CHALLENGE,
         )
     given = bearer(request.header("authorization"))
-    if given is None or not token_matches(given, (admin,)):
+    if given is None or not token_matches(given, admin):
         return error_response(401, "missing or wrong admin token", headers=_AUTH_CHALLENGE)
     return None
 
