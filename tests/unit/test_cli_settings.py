@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import types
 from collections.abc import Callable, Mapping
@@ -157,6 +158,65 @@ def test_choices_are_case_insensitive() -> None:
         "--backend", "TRIO", "--log-format", "Json", env={"VECTORLAY_LOG_LEVEL": "DEBUG"}
     )
     assert (settings.backend, settings.log.format, settings.log.level) == ("trio", "json", "debug")
+
+
+@pytest.mark.parametrize(
+    ("raw", "level"),
+    [
+        ("critical", "critical"),
+        ("CRITICAL", "critical"),
+        ("warn", "warning"),
+        ("WARN", "warning"),
+        (" Warning ", "warning"),
+        ("Error", "error"),
+        ("info", "info"),
+    ],
+)
+def test_log_levels_for_the_agent_and_the_control_plane(raw: str, level: str) -> None:
+    for build in (agent, cp):
+        assert build("--log-level", raw).log.level == level
+        assert build(env={"VECTORLAY_LOG_LEVEL": raw}).log.level == level
+
+
+@pytest.mark.parametrize("bad", ["loud", "warnings", "fatal", "notset"])
+@pytest.mark.parametrize("build", [agent, cp])
+def test_unknown_log_levels_are_usage_errors(build: Callable[..., object], bad: str) -> None:
+    text = usage_error(lambda: build("--log-level", bad))
+    assert text.startswith("--log-level: expected one of debug, info, warning, error, critical")
+
+
+LOGGING_SCRIPT = """
+import logging, sys, types
+def fake_main(settings):
+    log = logging.getLogger("vectorlay.test")
+    for level in ("debug", "info", "warning", "error", "critical"):
+        getattr(log, level)(level.upper() + "-LINE")
+    logging.getLogger("httpx").error("THIRD-PARTY-ERROR-LINE")
+    return 0
+for name in ("vectorlay.app.agent", "vectorlay.app.controlplane"):
+    fake = types.ModuleType(name)
+    fake.main = fake_main
+    sys.modules[name] = fake
+from vectorlay.app.cli import main
+sys.exit(main(sys.argv[1:], {}))
+"""
+
+
+@pytest.mark.parametrize(
+    ("argv", "shown"),
+    [
+        (["control-plane", "--log-level", "Critical"], ["CRITICAL"]),
+        (["run", "--log-level", "CRITICAL"], ["CRITICAL"]),
+        (["run", "--log-level", "warn"], ["WARNING", "ERROR", "CRITICAL", "THIRD-PARTY-ERROR"]),
+    ],
+)
+def test_the_log_level_given_is_the_one_logged_at(argv: list[str], shown: list[str]) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", LOGGING_SCRIPT, *argv], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    logged = [line.split()[-1].removesuffix("-LINE") for line in done.stderr.splitlines()]
+    assert logged == shown
 
 
 def test_ca_file_must_exist_and_the_error_names_its_source(tmp_path: Path) -> None:

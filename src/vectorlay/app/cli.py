@@ -9,6 +9,7 @@ degraded, 2 usage or configuration error.
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import os
 import sys
@@ -41,6 +42,8 @@ PROG = "vectorlay-agent"
 EXIT_USAGE = 2
 BACKENDS = ("asyncio", "trio")
 LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+_LOG_LEVEL_ALIASES: Final = {"warn": "warning"}
 
 T = TypeVar("T")
 
@@ -200,10 +203,28 @@ def _read_secret_file(path: str, where: str) -> str:
 def _log_settings(args: argparse.Namespace, env: Mapping[str, str]) -> LogSettings:
     return LogSettings(
         format=_value(args.log_format, env, "VECTORLAY_LOG_FORMAT", "text", _choice(LOG_FORMATS)),
-        level=_value(
-            args.log_level, env, "VECTORLAY_LOG_LEVEL", "info", _choice(logs.level_names())
-        ),
+        level=_value(args.log_level, env, "VECTORLAY_LOG_LEVEL", "info", _log_level),
     )
+
+
+def _log_level(raw: str, where: str) -> str:
+    value = raw.strip().lower()
+    value = _LOG_LEVEL_ALIASES.get(value, value)
+    if value not in LOG_LEVELS:
+        raise UsageError(
+            f"{where}: expected one of {', '.join(LOG_LEVELS)} (or warn), got {raw[:40]!r}"
+        )
+    return value
+
+
+def _configure_logs(settings: LogSettings) -> None:
+    if settings.level in logs.level_names():
+        logs.configure(settings.format, settings.level)
+        return
+    # critical, which the log setup does not name: set it up for errors and
+    # drop everything below critical, third-party loggers included.
+    logs.configure(settings.format, "error")
+    logging.disable(logging.ERROR)
 
 
 def _backend(args: argparse.Namespace, env: Mapping[str, str]) -> str:
@@ -360,7 +381,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     if problem:
         print(problem, file=sys.stderr)
         return EXIT_USAGE
-    logs.configure(settings.log.format, settings.log.level)
+    _configure_logs(settings.log)
     try:
         return _dispatch(settings)
     except KeyboardInterrupt:
