@@ -300,7 +300,9 @@ async def running_control_plane(
     db = tmp_path / db_name
     store = SqliteFleetStore(db)
     config = ControlPlaneConfig(
-        org_tokens=org_tokens, admin_token=admin_token, offline_after=offline_after
+        org_tokens=org_tokens,
+        admin_tokens=(admin_token,) if admin_token else (),
+        offline_after=offline_after,
     )
     cp = ControlPlane(store, config, clock or SystemClock())
     try:

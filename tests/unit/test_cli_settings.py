@@ -319,7 +319,7 @@ def test_control_plane_defaults() -> None:
     assert (settings.host, settings.port) == ("127.0.0.1", 8787)
     assert settings.db == Path("vectorlay-cp.sqlite3")
     assert settings.org_tokens == ()
-    assert settings.admin_token is None
+    assert settings.admin_tokens == ()
     assert settings.offline_after == 60.0
 
 
@@ -371,10 +371,10 @@ def test_control_plane_tokens_from_files_and_env(tmp_path: Path) -> None:
     env = {"VECTORLAY_CP_ORG_TOKENS": "e1, e2,,", "VECTORLAY_CP_ADMIN_TOKEN": " env-admin "}
     from_env = cp(env=env)
     assert from_env.org_tokens == ("e1", "e2")
-    assert from_env.admin_token == "env-admin"
+    assert from_env.admin_tokens == ("env-admin",)
     from_files = cp("--org-token-file", str(org), "--admin-token-file", str(admin), env=env)
     assert from_files.org_tokens == (SECRET, "second")
-    assert from_files.admin_token == "admin-1\nadmin-2"  # every token, one per line
+    assert from_files.admin_tokens == ("admin-1", "admin-2")
     assert SECRET not in repr(from_files)
     assert "admin-1" not in repr(from_files)
     text = usage_error(lambda: cp("--org-token-file", str(tmp_path / "nope")))

@@ -52,14 +52,14 @@ def test_every_token_of_the_admin_token_file_counts(tmp_path: Path) -> None:
     args = cli._parser().parse_args(["control-plane", "--admin-token-file", str(admin)])
     settings = cli.control_plane_settings(args, {"VECTORLAY_CP_ADMIN_TOKEN": "env-admin"})
     config = controlplane.config_from(settings)
-    assert config.admin_credentials == ("admin-1", "admin-2")
+    assert config.admin_tokens == ("admin-1", "admin-2")
     assert "admin-1" not in repr(config)
     args = cli._parser().parse_args(["control-plane"])
     from_env = controlplane.config_from(
         cli.control_plane_settings(args, {"VECTORLAY_CP_ADMIN_TOKEN": " env-admin "})
     )
-    assert from_env.admin_credentials == ("env-admin",)
-    assert controlplane.config_from(cli.control_plane_settings(args, {})).admin_credentials == ()
+    assert from_env.admin_tokens == ("env-admin",)
+    assert controlplane.config_from(cli.control_plane_settings(args, {})).admin_tokens == ()
 
 
 def test_installed_backends_pass() -> None:

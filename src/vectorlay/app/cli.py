@@ -9,7 +9,6 @@ degraded, 2 usage or configuration error.
 from __future__ import annotations
 
 import argparse
-import logging
 import math
 import os
 import sys
@@ -42,7 +41,7 @@ PROG = "vectorlay-agent"
 EXIT_USAGE = 2
 BACKENDS = ("asyncio", "trio")
 LOG_FORMATS = ("text", "json")
-LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_LEVELS: Final = tuple(logs.level_names())
 _LOG_LEVEL_ALIASES: Final = {"warn": "warning"}
 
 T = TypeVar("T")
@@ -217,16 +216,6 @@ def _log_level(raw: str, where: str) -> str:
     return value
 
 
-def _configure_logs(settings: LogSettings) -> None:
-    if settings.level in logs.level_names():
-        logs.configure(settings.format, settings.level)
-        return
-    # critical, which the log setup does not name: set it up for errors and
-    # drop everything below critical, third-party loggers included.
-    logs.configure(settings.format, "error")
-    logging.disable(logging.ERROR)
-
-
 def _backend(args: argparse.Namespace, env: Mapping[str, str]) -> str:
     return _value(args.backend, env, "VECTORLAY_BACKEND", "asyncio", _choice(BACKENDS))
 
@@ -323,18 +312,16 @@ def control_plane_settings(
             t.strip() for t in env.get("VECTORLAY_CP_ORG_TOKENS", "").split(",") if t.strip()
         )
     if args.admin_token_file is not None:
-        # Every token of the file counts (as for the org token file); the
-        # settings field carries them one per line.
-        lines = _token_lines(_read_secret_file(args.admin_token_file, "--admin-token-file"))
-        admin: str | None = "\n".join(lines) or None
+        # Every token of the file counts, as for the org token file.
+        admin = _token_lines(_read_secret_file(args.admin_token_file, "--admin-token-file"))
     else:
-        admin = env.get("VECTORLAY_CP_ADMIN_TOKEN", "").strip() or None
+        admin = tuple(t for t in [env.get("VECTORLAY_CP_ADMIN_TOKEN", "").strip()] if t)
     return ControlPlaneSettings(
         host=host,
         port=port,
         db=_value(args.db, env, "VECTORLAY_CP_DB", DEFAULT_CP_DB, _path),
         org_tokens=org,
-        admin_token=admin,
+        admin_tokens=admin,
         offline_after=_value(
             args.offline_after,
             env,
@@ -381,7 +368,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     if problem:
         print(problem, file=sys.stderr)
         return EXIT_USAGE
-    _configure_logs(settings.log)
+    logs.configure(settings.log.format, settings.log.level)
     try:
         return _dispatch(settings)
     except KeyboardInterrupt:

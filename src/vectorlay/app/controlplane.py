@@ -63,7 +63,7 @@ async def run(settings: ControlPlaneSettings) -> int:
     cp = ControlPlane(store, config_from(settings), SystemClock())
     if not settings.org_tokens:
         log.warning("no org token configured: agents cannot register (VECTORLAY_CP_ORG_TOKENS)")
-    if settings.admin_token is None:
+    if not settings.admin_tokens:
         log.warning("no admin token configured: the admin API refuses every request")
     failure: str | None = None
     try:
@@ -92,8 +92,7 @@ def config_from(settings: ControlPlaneSettings) -> ControlPlaneConfig:
 
     return ControlPlaneConfig(
         org_tokens=settings.org_tokens,
-        # The settings carry every admin token, one per line (a token file's lines).
-        admin_tokens=tuple((settings.admin_token or "").splitlines()),
+        admin_tokens=settings.admin_tokens,
         offline_after=settings.offline_after,
     )
 

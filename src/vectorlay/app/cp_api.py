@@ -136,7 +136,7 @@ def _only(request: Request, method: str) -> Response | None:
 
 
 def _authorize(cp: ControlPlane, request: Request) -> Response | None:
-    admin = cp.config.admin_credentials
+    admin = cp.config.admin_tokens
     if not admin:
         # 401 like a wrong token (no token can be valid), saying what to configure.
         return error_response(

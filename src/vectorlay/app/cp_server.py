@@ -49,15 +49,8 @@ class ControlPlaneConfig:
     """Tokens are compared in constant time; any listed admin token opens the admin API."""
 
     org_tokens: tuple[str, ...] = field(default=(), repr=False)
-    admin_token: str | None = field(default=None, repr=False)
     admin_tokens: tuple[str, ...] = field(default=(), repr=False)
     offline_after: float = DEFAULT_OFFLINE_AFTER
-
-    @property
-    def admin_credentials(self) -> tuple[str, ...]:
-        """Every admin token: ``admin_tokens`` and ``admin_token`` together."""
-        one = (self.admin_token,) if self.admin_token else ()
-        return (*self.admin_tokens, *one)
 
 
 def _peer(stream: anyio.abc.ByteStream) -> str:

@@ -61,7 +61,7 @@ class ControlPlaneSettings:
     port: int = 8787
     db: Path = DEFAULT_CP_DB
     org_tokens: tuple[str, ...] = field(default=(), repr=False)
-    admin_token: str | None = field(default=None, repr=False)
+    admin_tokens: tuple[str, ...] = field(default=(), repr=False)
     offline_after: float = DEFAULT_OFFLINE_AFTER
     backend: str = "asyncio"
     log: LogSettings = field(default_factory=LogSettings)
