@@ -261,7 +261,8 @@ async def _deploy(cp: ControlPlane, request: Request, parts: list[str]) -> Respo
     except ReplicaExists as exc:
         return error_response(409, str(exc), field="replica_id")
     except NoCapacity as exc:
-        return error_response(409, str(exc), field="gpu_count")
+        # Only a want of GPUs is the field's fault; no node at all is not.
+        return error_response(409, str(exc), field="gpu_count" if payload.gpu_count else None)
     await cp.commit(sends)
     log.info(
         "replica deployed",

@@ -468,7 +468,8 @@ class Fleet:
             raise NoCapacity(
                 f"gpu_count: no online node has {wanted} free GPU{'' if wanted == 1 else 's'}"
                 if wanted
-                else "gpu_count: no online node takes deploys now"
+                else "no online node takes deploys now (every node is offline, degraded, "
+                "draining or in maintenance)"
             )
         replica = ReplicaRecord(
             replica_id=payload.replica_id,
