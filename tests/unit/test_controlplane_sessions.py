@@ -508,7 +508,16 @@ async def test_env_values_and_tokens_never_reach_the_log(
                 assert secret not in bad.text
                 listed = await admin.get("/v1/replicas")
                 assert secret not in listed.text
-            await ws.receive_message()
+            deploy = await ws.receive_message()
+            # An agent whose runtime echoed the value: the answer is logged, the value is not.
+            rid = ok.json()["replica_id"]
+            await ws.send_message(
+                DeployResult(ResultPayload(rid, R.FAILED, f"exec failed: {secret}: not found"))
+            )
+            await eventually(
+                lambda: any(r.getMessage() == "deploy answered" for r in caplog.records)
+            )
+            assert deploy is not None
         async with AgentClient.connect(cp.port, "not-a-token") as ws:
             await ws.expect_close()
     text = "\n".join(
@@ -516,5 +525,7 @@ async def test_env_values_and_tokens_never_reach_the_log(
         for r in caplog.records
     )
     assert "PASSWORD" in text  # names are logged
+    answered = [r for r in caplog.records if r.getMessage() == "deploy answered"]
+    assert [getattr(r, "error", None) for r in answered] == ["exec failed: <redacted>: not found"]
     for forbidden in (secret, token, ORG_TOKEN, ADMIN_TOKEN, "not-a-token"):
         assert forbidden not in text

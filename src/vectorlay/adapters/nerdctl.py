@@ -46,6 +46,7 @@ from anyio.abc import ByteReceiveStream
 
 from vectorlay.adapters.commands import kill_group
 from vectorlay.domain.messages import ReplicaStatus
+from vectorlay.domain.redact import redact_text
 from vectorlay.domain.replicas import (
     DEFAULT_OCI_RUNTIME,
     ContainerSpec,
@@ -553,10 +554,10 @@ def nerdctl_error(stderr: str, secrets: Iterable[str] = ()) -> str | None:
     values = list(secrets)
     raw = fatal_message(stderr)
     if raw is not None:
-        return short_message(redact(raw, values)) or None
+        return short_message(redact_text(raw, values)) or None
     for line in reversed(_ANSI_RE.sub("", stderr).splitlines()):
         if line.strip() and not _PROGRESS_RE.search(line):
-            return short_message(redact(line, values))
+            return short_message(redact_text(line, values))
     return None
 
 
@@ -605,14 +606,6 @@ def _worded_for_result(exc: ContainerRuntimeError, spec: ContainerSpec) -> Conta
         return exc
     detail = str(exc).removeprefix(f'failed to resolve reference "{spec.image}": ')
     return ImageNotFound(f"image not found: {spec.image} ({detail})")
-
-
-def redact(message: str, values: Iterable[str]) -> str:
-    """Belt and braces: nerdctl does not echo env values, but never pass one on."""
-    for value in values:
-        if len(value) >= 4 and value in message:
-            message = message.replace(value, "<redacted>")
-    return message
 
 
 def _clip(text: str, limit: int = 80) -> str:
@@ -940,7 +933,7 @@ class NerdctlRuntime:
         message = (
             nerdctl_error(output.stderr, values) or f"nerdctl exited with code {output.returncode}"
         )
-        message = redact(message, values)
+        message = redact_text(message, values)
         return error_class(message)(message)
 
     @asynccontextmanager

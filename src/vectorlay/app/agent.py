@@ -668,6 +668,7 @@ class Agent:
             return ReportResult(
                 replica_id, ReplicaStatus.FAILED, f"internal error: {type(exc).__name__}"
             )
+        log.info("replica %s is stopped", replica_id)
         return self.table.stopped(replica_id)
 
     def _refusal(self) -> str | None:

@@ -28,7 +28,7 @@ from vectorlay.app.cp_ws import (
     ServerWebSocket,
     WebSocketClosed,
 )
-from vectorlay.domain.fleet import WrongNode
+from vectorlay.domain.fleet import ReplicaRecord, WrongNode
 from vectorlay.domain.heartbeat import (
     CLOSE_HEARTBEAT_TIMEOUT,
     CLOSE_SESSION_CONFLICT,
@@ -54,6 +54,7 @@ from vectorlay.domain.messages import (
     error_message,
     message_type,
 )
+from vectorlay.domain.redact import redact_text
 
 if TYPE_CHECKING:
     from vectorlay.app.cp_server import ControlPlane
@@ -278,10 +279,10 @@ class AgentSession:
         fleet = self.cp.fleet
         if isinstance(message, Heartbeat):
             await self.cp.commit(fleet.heartbeat(self.node_id, message.payload.status.containers))
-        elif isinstance(message, DeployResult):
-            await self.cp.commit(fleet.deploy_result(self.node_id, message.payload))
-        elif isinstance(message, StopResult):
-            await self.cp.commit(fleet.stop_result(self.node_id, message.payload))
+        elif isinstance(message, DeployResult | StopResult):
+            answer = fleet.deploy_result if isinstance(message, DeployResult) else fleet.stop_result
+            await self.cp.commit(answer(self.node_id, message.payload))
+            self._log_result(message)
         elif isinstance(message, SystemInfo):
             await self._system_info(message.payload)
         else:
@@ -315,6 +316,21 @@ class AgentSession:
         log.info(
             "node registered",
             extra={"node_id": node_id, "hostname": record.hostname[:80], "peer": self.peer},
+        )
+
+    def _log_result(self, message: DeployResult | StopResult) -> None:
+        """One line per answered command, so an operator sees a deploy or stop end."""
+        result = message.payload
+        replica = self.cp.fleet.replica(result.replica_id)
+        log.info(
+            "deploy answered" if isinstance(message, DeployResult) else "stop answered",
+            extra={
+                "node_id": self.node_id,
+                "replica_id": result.replica_id[:80],
+                "status": result.status.value,
+                "replica_status": replica.status.value if replica is not None else "unknown",
+                **({"error": _shown_error(result.error, replica)} if result.error else {}),
+            },
         )
 
     async def _system_info(self, info: SystemInfoPayload) -> None:
@@ -351,3 +367,8 @@ class AgentSession:
                     "peer": self.peer,
                 },
             )
+
+
+def _shown_error(error: str, replica: ReplicaRecord | None) -> str:
+    values = replica.env_vars.values() if replica is not None else ()
+    return redact_text(error, values)[:200]

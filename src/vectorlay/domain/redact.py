@@ -7,7 +7,7 @@ carry secrets build theirs here, for ``repr()`` and for rich's pretty printer
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 
@@ -39,3 +39,17 @@ def redacted_items(obj: Any, secret: frozenset[str]) -> list[tuple[str, Any]]:
 def redacted_repr(obj: Any, secret: frozenset[str]) -> str:
     inner = ", ".join(f"{name}={value!r}" for name, value in redacted_items(obj, secret))
     return f"{type(obj).__name__}({inner})"
+
+
+def redact_text(message: str, values: Iterable[str]) -> str:
+    """``message`` with every secret value of ``values`` replaced.
+
+    Belt and braces for texts that come from elsewhere (nerdctl's stderr, an
+    agent's error): none should echo an env value, but none is passed on if
+    it does.  Values under 4 characters are left: replacing every "1" or
+    "on" would garble the text and hide nothing.
+    """
+    for value in values:
+        if len(value) >= 4 and value in message:
+            message = message.replace(value, "<redacted>")
+    return message
