@@ -149,6 +149,10 @@ def wait_online(port: int, timeout: float = 30) -> None:
     raise SystemExit("the agent did not come online")
 
 
+def verdict(met: bool) -> str:
+    return "met" if met else "MISSED"
+
+
 def children_rss(proc: psutil.Process) -> list[int]:
     sizes = []
     for child in proc.children(recursive=True):
@@ -283,14 +287,17 @@ def main() -> None:
     print(f"  window                            {args.seconds:.0f} s")
     print(f"  python -c pass (floor) peak RSS   {floor:6.1f} MB")
     print(f"  runtime dependencies only, RSS    {stack:6.1f} MB   (no vectorlay code)")
-    print(f"  agent peak RSS (VmHWM)            {hwm:6.1f} MB   target <= 30 MB")
+    print(
+        f"  agent peak RSS (VmHWM)            {hwm:6.1f} MB   target <= 30 MB: {verdict(hwm <= 30)}"
+    )
     print(f"  agent RSS while idle (max)        {peak_self / mb:6.1f} MB")
     print(f"  children RSS (events watcher)     {peak_children / mb:6.1f} MB   (fake nerdctl)")
     print(f"  agent + children RSS (max)        {peak_both / mb:6.1f} MB")
     print(f"  a wss:// session adds about       {tls:6.1f} MB   (TLS context, system CA store)")
     print(
         f"  agent CPU over the window         {used:6.2f} s = {100 * used / args.seconds:.3f}% "
-        "of one core   target <= 0.1%  (kernel accounting: 0.01 s ticks)"
+        f"of one core   target <= 0.1%: {verdict(used / args.seconds <= 0.001)} "
+        "(kernel accounting: 0.01 s ticks)"
     )
     print(
         f"  agent + children CPU              {used_all:6.2f} s = "
