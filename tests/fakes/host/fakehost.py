@@ -50,6 +50,9 @@ CPU_MODEL: Final = "AMD EPYC 7763 64-Core Processor"
 CPUS: Final = 4
 MEM_TOTAL_KB: Final = 528_000_000  # 503.5 GiB -> reported as 504
 MEM_AVAILABLE_KB: Final = 402_653_184  # 384 GiB available -> 120 GiB used
+# Written last into fake/, naming the profile's lspci fixture: a folder holding
+# it is a complete fake host.
+BUILT_MARK: Final = "built"
 
 
 @dataclass(frozen=True)
@@ -215,8 +218,20 @@ def running(pid: int) -> bool:
 
 
 def build_fake_host(root: Path, profile: Profile = PASSTHROUGH) -> FakeHost:
-    """A ready host: every program present and answering, vfio loaded, GPUs in sysfs."""
+    """A ready host: every program present and answering, vfio loaded, GPUs in sysfs.
+
+    A folder that already holds a complete fake host of the same profile is
+    reused as it is, so that the walkthrough in docs/controlplane.md can set up
+    its environment again in another shell while an agent reads the host.  A
+    build cut short is completed.
+    """
     host = FakeHost(root, profile)
+    mark = host.fake / BUILT_MARK
+    if mark.is_file():
+        built = mark.read_text().strip()
+        if built != profile.lspci_fixture:
+            raise ValueError(f"{root} holds a fake host of another profile ({built})")
+        return host
     for folder in (host.bin, host.fake, host.proc / "sys" / "kernel", host.data):
         folder.mkdir(parents=True, exist_ok=True)
     shutil.copy(HERE / "_respond.sh", host.fake / "_respond.sh")
@@ -235,6 +250,7 @@ def build_fake_host(root: Path, profile: Profile = PASSTHROUGH) -> FakeHost:
     (host.fake / "nvidia-smi.args").write_text(NVIDIA_SMI_ARGS + "\n")
     _write_proc(host.proc)
     _write_sys(host.sys, profile.functions)
+    mark.write_text(profile.lspci_fixture + "\n")
     return host
 
 
@@ -260,16 +276,23 @@ def _device_dir(sys_root: Path, address: str) -> Path:
 
 def _link_driver(sys_root: Path, address: str, driver: str) -> None:
     (sys_root / "bus" / "pci" / "drivers" / driver).mkdir(parents=True, exist_ok=True)
-    (_device_dir(sys_root, address) / "driver").symlink_to(f"../../../bus/pci/drivers/{driver}")
+    _symlink(_device_dir(sys_root, address) / "driver", f"../../../bus/pci/drivers/{driver}")
+
+
+def _symlink(link: Path, target: str) -> None:
+    """``link`` -> ``target``, replacing what an unfinished build left there."""
+    if link.is_symlink():
+        link.unlink()
+    link.symlink_to(target)
 
 
 def _write_sys(sys_root: Path, functions: Iterable[FakeFunction]) -> None:
     devices = sys_root / "bus" / "pci" / "devices"
-    devices.mkdir(parents=True)
-    (sys_root / "module").mkdir()
+    devices.mkdir(parents=True, exist_ok=True)
+    (sys_root / "module").mkdir(exist_ok=True)
     for function in functions:
         real = _device_dir(sys_root, function.address)
-        real.mkdir(parents=True)
+        real.mkdir(parents=True, exist_ok=True)
         (real / "class").write_text(f"0x{function.class_code}\n")
         (real / "vendor").write_text(f"0x{function.vendor}\n")
         (real / "device").write_text(f"0x{function.device}\n")
@@ -279,10 +302,8 @@ def _write_sys(sys_root: Path, functions: Iterable[FakeFunction]) -> None:
             (sys_root / "kernel" / "iommu_groups" / function.iommu_group).mkdir(
                 parents=True, exist_ok=True
             )
-            (real / "iommu_group").symlink_to(
-                f"../../../kernel/iommu_groups/{function.iommu_group}"
-            )
-        (devices / function.address).symlink_to(f"../../../devices/pci0000:00/{function.address}")
+            _symlink(real / "iommu_group", f"../../../kernel/iommu_groups/{function.iommu_group}")
+        _symlink(devices / function.address, f"../../../devices/pci0000:00/{function.address}")
 
 
 __all__ = [
