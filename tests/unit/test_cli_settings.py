@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import subprocess
 import sys
@@ -269,6 +270,89 @@ def test_unreadable_or_empty_token_file_is_a_usage_error(tmp_path: Path) -> None
         assert text.startswith("--token-file: ")
         assert SECRET not in text
         assert "\n" not in text
+
+
+def registered_state(tmp_path: Path) -> Path:
+    """A state directory holding the node.json of a node that has registered."""
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "node.json").write_text(
+        '{"node_id": "n-1", "node_token": "t", "control_plane_url": "u"}'
+    )
+    return state
+
+
+def test_missing_token_file_is_fine_once_the_node_has_registered(tmp_path: Path) -> None:
+    state = registered_state(tmp_path)
+    missing = str(tmp_path / "org-token")
+    notes: cli.Notes = []
+    settings = agent_settings(
+        parse("run", "--token-file", missing, "--state-dir", str(state)), {}, notes
+    )
+    assert settings.org_token is None
+    assert notes == [
+        (
+            logging.INFO,
+            f"--token-file: {missing} does not exist; starting with the node token in "
+            f"{state / 'node.json'}",
+        )
+    ]
+    # The state directory may come from the environment as well.
+    from_env = agent("--token-file", missing, env={"VECTORLAY_STATE_DIR": str(state)})
+    assert from_env.org_token is None
+
+
+def test_missing_token_file_without_node_json_is_a_usage_error(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    text = usage_error(
+        lambda: agent("--token-file", str(tmp_path / "org-token"), "--state-dir", str(state))
+    )
+    assert text.startswith("--token-file: cannot read token file ")
+    assert "No such file or directory" in text
+    assert f"no {state / 'node.json'}" in text
+
+
+def test_other_token_file_problems_stay_usage_errors_with_node_json(tmp_path: Path) -> None:
+    state = registered_state(tmp_path)
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    unreadable = tmp_path / "unreadable"
+    unreadable.write_text(SECRET)
+    unreadable.chmod(0)
+    binary = tmp_path / "binary"
+    binary.write_bytes(b"\xff\xfe")
+    cases = [(tmp_path, "Is a directory"), (empty, "is empty"), (binary, "UnicodeDecodeError")]
+    if os.geteuid() != 0:  # root reads a file whatever its mode
+        cases.append((unreadable, "Permission denied"))
+    for path, reason in cases:
+        with pytest.raises(UsageError) as info:
+            agent("--token-file", str(path), "--state-dir", str(state))
+        text = str(info.value)
+        assert text.startswith("--token-file: ")
+        assert reason in text
+        assert SECRET not in text
+
+
+def test_main_logs_the_missing_token_file_note(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    seen = install_fake_command(monkeypatch, "vectorlay.app.agent", 0)
+    state = registered_state(tmp_path)
+    with caplog.at_level(logging.INFO, logger="vectorlay.cli"):
+        code = main(
+            ["run", "--token-file", str(tmp_path / "gone"), "--state-dir", str(state)], env={}
+        )
+    assert code == 0
+    assert isinstance(seen[0], AgentSettings)
+    assert seen[0].org_token is None
+    assert [r.getMessage() for r in caplog.records if r.name == "vectorlay.cli"] == [
+        f"--token-file: {tmp_path / 'gone'} does not exist; starting with the node token in "
+        f"{state / 'node.json'}"
+    ]
+    with pytest.raises(SystemExit) as info:
+        main(["run", "--token-file", str(tmp_path / "gone"), "--state-dir", str(tmp_path)], env={})
+    assert info.value.code == 2
 
 
 def test_settings_repr_never_shows_the_token() -> None:

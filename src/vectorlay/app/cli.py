@@ -9,6 +9,7 @@ degraded, 2 usage or configuration error.
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import os
 import sys
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any, Final, NoReturn, TypeVar
 
 from vectorlay import __version__
+from vectorlay.adapters.filesystem import CONFIG_FILE_NAME
 from vectorlay.app import logs
 from vectorlay.app.backends import missing_backend
 from vectorlay.app.settings import (
@@ -45,10 +47,18 @@ LOG_LEVELS: Final = tuple(logs.level_names())
 _LOG_LEVEL_ALIASES: Final = {"warn": "warning"}
 
 T = TypeVar("T")
+Notes = list[tuple[int, str]]
+"""(logging level, message) found while reading settings, logged once logging is set up."""
+
+_log = logging.getLogger("vectorlay.cli")
 
 
 class UsageError(Exception):
     """A flag or environment value that cannot be used; one line for the operator."""
+
+
+class _MissingTokenFile(UsageError):
+    """The token file does not exist, as opposed to any other reason it cannot be read."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -194,6 +204,8 @@ def _read_secret_file(path: str, where: str) -> str:
     try:
         with open(path, encoding="utf-8") as fh:
             return fh.read()
+    except FileNotFoundError as exc:
+        raise _MissingTokenFile(f"{where}: cannot read token file {path}: {exc.strerror}") from None
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
         raise UsageError(f"{where}: cannot read token file {path}: {reason}") from None
@@ -230,14 +242,38 @@ def check_settings(args: argparse.Namespace, env: Mapping[str, str]) -> CheckSet
     )
 
 
-def agent_settings(args: argparse.Namespace, env: Mapping[str, str]) -> AgentSettings:
-    token: str | None = None
-    if args.token_file is not None:
+def _org_token(
+    args: argparse.Namespace, env: Mapping[str, str], state_dir: Path, notes: Notes
+) -> str | None:
+    if args.token_file is None:
+        return env.get("VECTORLAY_ORG_TOKEN", "").strip() or None
+    try:
         token = _read_secret_file(args.token_file, "--token-file").strip()
-        if not token:
-            raise UsageError(f"--token-file: {args.token_file} is empty")
-    elif env.get("VECTORLAY_ORG_TOKEN", "").strip():
-        token = env["VECTORLAY_ORG_TOKEN"].strip()
+    except _MissingTokenFile as exc:
+        node_file = state_dir / CONFIG_FILE_NAME
+        # os.path.exists: an unreadable state directory counts as no node.json.
+        if not os.path.exists(node_file):
+            raise UsageError(f"{exc}, and there is no {node_file} to start from") from None
+        # A registered node starts with the node token in node.json; the org
+        # token file may be deleted once the node has registered.
+        notes.append(
+            (
+                logging.INFO,
+                f"--token-file: {args.token_file} does not exist; "
+                f"starting with the node token in {node_file}",
+            )
+        )
+        return None
+    if not token:
+        raise UsageError(f"--token-file: {args.token_file} is empty")
+    return token
+
+
+def agent_settings(
+    args: argparse.Namespace, env: Mapping[str, str], notes: Notes | None = None
+) -> AgentSettings:
+    state_dir = _value(args.state_dir, env, "VECTORLAY_STATE_DIR", DEFAULT_STATE_DIR, _path)
+    token = _org_token(args, env, state_dir, [] if notes is None else notes)
     ca_raw, ca_where = _pick(args.ca_file, env, "VECTORLAY_CA_FILE")
     ca_file = Path(ca_raw) if ca_raw is not None else None
     if ca_file is not None and not ca_file.is_file():
@@ -247,7 +283,7 @@ def agent_settings(args: argparse.Namespace, env: Mapping[str, str]) -> AgentSet
             args.control_plane, env, "VECTORLAY_CONTROL_PLANE_URL", None, _text
         ),
         org_token=token,
-        state_dir=_value(args.state_dir, env, "VECTORLAY_STATE_DIR", DEFAULT_STATE_DIR, _path),
+        state_dir=state_dir,
         data_path=_value(args.data_path, env, "VECTORLAY_DATA_PATH", DEFAULT_DATA_PATH, _path),
         heartbeat_interval=_value(
             args.heartbeat_interval,
@@ -351,12 +387,13 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    notes: Notes = []
     try:
         settings: CheckSettings | AgentSettings | ControlPlaneSettings
         if args.command == "check":
             settings = check_settings(args, environ)
         elif args.command == "run":
-            settings = agent_settings(args, environ)
+            settings = agent_settings(args, environ, notes)
         else:
             settings = control_plane_settings(args, environ)
     except UsageError as exc:
@@ -369,6 +406,8 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         print(problem, file=sys.stderr)
         return EXIT_USAGE
     logs.configure(settings.log.format, settings.log.level)
+    for level, message in notes:
+        _log.log(level, message)
     try:
         return _dispatch(settings)
     except KeyboardInterrupt:
