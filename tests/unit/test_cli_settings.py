@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import subprocess
@@ -353,6 +354,63 @@ def test_main_logs_the_missing_token_file_note(
     with pytest.raises(SystemExit) as info:
         main(["run", "--token-file", str(tmp_path / "gone"), "--state-dir", str(tmp_path)], env={})
     assert info.value.code == 2
+
+
+def exposed_warning(path: Path, mode: str, where: str = "--token-file") -> tuple[int, str]:
+    return (
+        logging.WARNING,
+        f"{where}: {path} is accessible to group or others (mode {mode}); "
+        "it holds a token: chmod 600 it",
+    )
+
+
+def test_a_token_file_open_to_others_is_read_with_a_warning(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(SECRET)
+    for mode, expected in ((0o600, []), (0o400, []), (0o644, ["0644"]), (0o620, ["0620"])):
+        token_file.chmod(mode)
+        notes: cli.Notes = []
+        settings = agent_settings(parse("run", "--token-file", str(token_file)), {}, notes)
+        assert settings.org_token == SECRET
+        assert notes == [exposed_warning(token_file, m) for m in expected]
+
+
+def test_control_plane_token_files_open_to_others_are_read_with_a_warning(
+    tmp_path: Path,
+) -> None:
+    org, admin = tmp_path / "org", tmp_path / "admin"
+    org.write_text(f"{SECRET}\n")
+    admin.write_text("admin-1\n")
+    org.chmod(0o640)
+    admin.chmod(0o604)
+    notes: cli.Notes = []
+    args = parse("control-plane", "--org-token-file", str(org), "--admin-token-file", str(admin))
+    settings = control_plane_settings(args, {}, notes)
+    assert (settings.org_tokens, settings.admin_tokens) == ((SECRET,), ("admin-1",))
+    assert notes == [
+        exposed_warning(org, "0640", "--org-token-file"),
+        exposed_warning(admin, "0604", "--admin-token-file"),
+    ]
+    org.chmod(0o600)
+    admin.chmod(0o600)
+    notes.clear()
+    control_plane_settings(args, {}, notes)
+    assert notes == []
+
+
+def test_the_warning_reaches_stderr_as_a_log_line(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(SECRET)
+    token_file.chmod(0o644)
+    argv = ["run", "--token-file", str(token_file), "--log-format", "json"]
+    done = subprocess.run(
+        [sys.executable, "-c", LOGGING_SCRIPT, *argv], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert SECRET not in done.stderr
+    records = [json.loads(line) for line in done.stderr.splitlines()]
+    cli_records = [(r["level"], r["msg"]) for r in records if r["logger"] == "vectorlay.cli"]
+    assert cli_records == [("warning", exposed_warning(token_file, "0644")[1])]
 
 
 def test_settings_repr_never_shows_the_token() -> None:

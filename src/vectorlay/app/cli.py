@@ -12,6 +12,7 @@ import argparse
 import logging
 import math
 import os
+import stat
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -200,15 +201,28 @@ def _text(raw: str, _where: str) -> str:
     return raw
 
 
-def _read_secret_file(path: str, where: str) -> str:
+def _read_secret_file(path: str, where: str, notes: Notes) -> str:
     try:
         with open(path, encoding="utf-8") as fh:
+            _note_if_exposed(path, os.fstat(fh.fileno()).st_mode, where, notes)
             return fh.read()
     except FileNotFoundError as exc:
         raise _MissingTokenFile(f"{where}: cannot read token file {path}: {exc.strerror}") from None
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
         raise UsageError(f"{where}: cannot read token file {path}: {reason}") from None
+
+
+def _note_if_exposed(path: str, mode: int, where: str, notes: Notes) -> None:
+    # Read all the same: refusing would stop a running fleet over a chmod.
+    if mode & 0o077:
+        notes.append(
+            (
+                logging.WARNING,
+                f"{where}: {path} is accessible to group or others "
+                f"(mode {stat.S_IMODE(mode):04o}); it holds a token: chmod 600 it",
+            )
+        )
 
 
 def _log_settings(args: argparse.Namespace, env: Mapping[str, str]) -> LogSettings:
@@ -248,7 +262,7 @@ def _org_token(
     if args.token_file is None:
         return env.get("VECTORLAY_ORG_TOKEN", "").strip() or None
     try:
-        token = _read_secret_file(args.token_file, "--token-file").strip()
+        token = _read_secret_file(args.token_file, "--token-file", notes).strip()
     except _MissingTokenFile as exc:
         node_file = state_dir / CONFIG_FILE_NAME
         # os.path.exists: an unreadable state directory counts as no node.json.
@@ -336,20 +350,21 @@ def _token_lines(text: str) -> tuple[str, ...]:
 
 
 def control_plane_settings(
-    args: argparse.Namespace, env: Mapping[str, str]
+    args: argparse.Namespace, env: Mapping[str, str], notes: Notes | None = None
 ) -> ControlPlaneSettings:
+    notes = [] if notes is None else notes
     host, port = _value(args.listen, env, "VECTORLAY_CP_LISTEN", None, _listen) or _listen(
         DEFAULT_CP_LISTEN, "default"
     )
     if args.org_token_file is not None:
-        org = _token_lines(_read_secret_file(args.org_token_file, "--org-token-file"))
+        org = _token_lines(_read_secret_file(args.org_token_file, "--org-token-file", notes))
     else:
         org = tuple(
             t.strip() for t in env.get("VECTORLAY_CP_ORG_TOKENS", "").split(",") if t.strip()
         )
     if args.admin_token_file is not None:
         # Every token of the file counts, as for the org token file.
-        admin = _token_lines(_read_secret_file(args.admin_token_file, "--admin-token-file"))
+        admin = _token_lines(_read_secret_file(args.admin_token_file, "--admin-token-file", notes))
     else:
         admin = tuple(t for t in [env.get("VECTORLAY_CP_ADMIN_TOKEN", "").strip()] if t)
     return ControlPlaneSettings(
@@ -395,7 +410,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         elif args.command == "run":
             settings = agent_settings(args, environ, notes)
         else:
-            settings = control_plane_settings(args, environ)
+            settings = control_plane_settings(args, environ, notes)
     except UsageError as exc:
         _fail(str(exc))
     if env is None:
