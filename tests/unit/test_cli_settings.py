@@ -528,6 +528,60 @@ def test_control_plane_tokens_from_files_and_env(tmp_path: Path) -> None:
 # --- main -----------------------------------------------------------------------------
 
 
+def help_text(command: str, capsys: pytest.CaptureFixture[str]) -> str:
+    with pytest.raises(SystemExit) as info:
+        main([command, "--help"], env={})
+    assert info.value.code == 0
+    return " ".join(capsys.readouterr().out.split())
+
+
+# The defaults README.md and DESIGN.md give, as --help must show them.
+HELP_DEFAULTS: dict[str, list[str]] = {
+    "run": [
+        "VECTORLAY_STATE_DIR; default /var/lib/vectorlay",
+        "VECTORLAY_DATA_PATH; default /data",
+        "VECTORLAY_HEARTBEAT_INTERVAL; default 30",
+        "VECTORLAY_RECONNECT_DELAY; default 5",
+        "VECTORLAY_OCI_RUNTIME; default io.containerd.kata.v2",
+        "VECTORLAY_NERDCTL; default nerdctl on PATH",
+        "VECTORLAY_CA_FILE; default the system trust store",
+        "VECTORLAY_STOP_TIMEOUT; default 30",
+        "VECTORLAY_BACKEND; default asyncio",
+        "VECTORLAY_LOG_FORMAT; default text",
+        "VECTORLAY_LOG_LEVEL; default info",
+    ],
+    "control-plane": [
+        "VECTORLAY_CP_LISTEN; default 127.0.0.1:8787",
+        "VECTORLAY_CP_DB; default ./vectorlay-cp.sqlite3",
+        "default none: registration refused",
+        "default none: admin API refused",
+        "VECTORLAY_CP_OFFLINE_AFTER; default 60",
+        "VECTORLAY_BACKEND; default asyncio",
+    ],
+    "check": [
+        "VECTORLAY_DATA_PATH; default /data",
+        "VECTORLAY_NERDCTL; default nerdctl on PATH",
+        "VECTORLAY_LOG_LEVEL; default info",
+    ],
+}
+
+
+@pytest.mark.parametrize("command", sorted(HELP_DEFAULTS))
+def test_help_shows_the_defaults(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    text = help_text(command, capsys)
+    missing = [d for d in HELP_DEFAULTS[command] if d not in text]
+    assert missing == []
+
+
+def test_help_shows_the_defaults_the_settings_use(capsys: pytest.CaptureFixture[str]) -> None:
+    defaults = AgentSettings()
+    text = help_text("run", capsys)
+    assert f"default {defaults.state_dir}" in text
+    assert f"default {defaults.heartbeat_interval:g}" in text
+    assert f"default {defaults.oci_runtime}" in text
+    assert f"default {defaults.log.level}" in text
+
+
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         main(["--version"])

@@ -46,6 +46,9 @@ BACKENDS = ("asyncio", "trio")
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS: Final = tuple(logs.level_names())
 _LOG_LEVEL_ALIASES: Final = {"warn": "warning"}
+# The defaults of the settings themselves: what --help shows is what is used.
+_LOG_DEFAULTS: Final = LogSettings()
+_AGENT_DEFAULTS: Final = AgentSettings()
 
 T = TypeVar("T")
 Notes = list[tuple[int, str]]
@@ -83,6 +86,22 @@ class _Parser(argparse.ArgumentParser):
         super().error(message)
 
 
+def _env(var: str, default: object = None) -> str:
+    """Help text: the environment variable, and the default when there is one."""
+    if default is None:
+        return var
+    if isinstance(default, float):
+        default = f"{default:g}"
+    return f"{var}; default {default}"
+
+
+def _shown_path(path: Path) -> str:
+    return str(path) if path.is_absolute() else f"./{path}"
+
+
+_NERDCTL_DEFAULT: Final = f"{_AGENT_DEFAULTS.nerdctl} on PATH"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
@@ -93,40 +112,98 @@ def _parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check", help="probe this host (hardware, GPUs, dependencies)")
     check.add_argument("--json", action="store_true", help="print one JSON object")
-    check.add_argument("--data-path", metavar="DIR", help="VECTORLAY_DATA_PATH; default /data")
-    check.add_argument("--nerdctl", metavar="PATH", help="VECTORLAY_NERDCTL; default from PATH")
+    check.add_argument(
+        "--data-path", metavar="DIR", help=_env("VECTORLAY_DATA_PATH", DEFAULT_DATA_PATH)
+    )
+    check.add_argument(
+        "--nerdctl", metavar="PATH", help=_env("VECTORLAY_NERDCTL", _NERDCTL_DEFAULT)
+    )
     _common(check)
 
     run = sub.add_parser("run", help="run the agent daemon")
-    run.add_argument("--control-plane", metavar="URL", help="VECTORLAY_CONTROL_PLANE_URL")
     run.add_argument(
-        "--token-file", metavar="PATH", help="file holding the org token (or VECTORLAY_ORG_TOKEN)"
+        "--control-plane",
+        metavar="URL",
+        help="VECTORLAY_CONTROL_PLANE_URL; needed to register, afterwards node.json has it",
     )
-    run.add_argument("--state-dir", metavar="DIR", help="VECTORLAY_STATE_DIR")
-    run.add_argument("--data-path", metavar="DIR", help="VECTORLAY_DATA_PATH")
-    run.add_argument("--heartbeat-interval", metavar="S", help="VECTORLAY_HEARTBEAT_INTERVAL")
-    run.add_argument("--reconnect-delay", metavar="S", help="VECTORLAY_RECONNECT_DELAY")
-    run.add_argument("--oci-runtime", metavar="NAME", help="VECTORLAY_OCI_RUNTIME")
-    run.add_argument("--nerdctl", metavar="PATH", help="VECTORLAY_NERDCTL")
-    run.add_argument("--ca-file", metavar="PATH", help="VECTORLAY_CA_FILE")
+    run.add_argument(
+        "--token-file",
+        metavar="PATH",
+        help="file holding the org token (or VECTORLAY_ORG_TOKEN, the token itself); "
+        "needed to register only",
+    )
+    run.add_argument(
+        "--state-dir", metavar="DIR", help=_env("VECTORLAY_STATE_DIR", DEFAULT_STATE_DIR)
+    )
+    run.add_argument(
+        "--data-path", metavar="DIR", help=_env("VECTORLAY_DATA_PATH", DEFAULT_DATA_PATH)
+    )
+    run.add_argument(
+        "--heartbeat-interval",
+        metavar="S",
+        help=_env("VECTORLAY_HEARTBEAT_INTERVAL", DEFAULT_HEARTBEAT_INTERVAL),
+    )
+    run.add_argument(
+        "--reconnect-delay",
+        metavar="S",
+        help=_env("VECTORLAY_RECONNECT_DELAY", DEFAULT_RECONNECT_DELAY)
+        + " (first retry; jittered backoff after)",
+    )
+    run.add_argument(
+        "--oci-runtime", metavar="NAME", help=_env("VECTORLAY_OCI_RUNTIME", DEFAULT_OCI_RUNTIME)
+    )
+    run.add_argument("--nerdctl", metavar="PATH", help=_env("VECTORLAY_NERDCTL", _NERDCTL_DEFAULT))
+    run.add_argument(
+        "--ca-file", metavar="PATH", help=_env("VECTORLAY_CA_FILE", "the system trust store")
+    )
     run.add_argument("--insecure", action="store_true", help="allow ws:// to a non-loopback host")
-    run.add_argument("--stop-timeout", metavar="S", help="VECTORLAY_STOP_TIMEOUT")
+    run.add_argument(
+        "--stop-timeout",
+        metavar="S",
+        help=_env("VECTORLAY_STOP_TIMEOUT", DEFAULT_STOP_TIMEOUT) + " (grace before SIGKILL)",
+    )
     _common(run)
 
     cp = sub.add_parser("control-plane", help="run the reference control plane")
-    cp.add_argument("--listen", metavar="HOST:PORT", help="VECTORLAY_CP_LISTEN")
-    cp.add_argument("--db", metavar="PATH", help="VECTORLAY_CP_DB")
-    cp.add_argument("--org-token-file", metavar="PATH", help="or VECTORLAY_CP_ORG_TOKENS")
-    cp.add_argument("--admin-token-file", metavar="PATH", help="or VECTORLAY_CP_ADMIN_TOKEN")
-    cp.add_argument("--offline-after", metavar="S", help="VECTORLAY_CP_OFFLINE_AFTER")
+    cp.add_argument(
+        "--listen", metavar="HOST:PORT", help=_env("VECTORLAY_CP_LISTEN", DEFAULT_CP_LISTEN)
+    )
+    cp.add_argument(
+        "--db", metavar="PATH", help=_env("VECTORLAY_CP_DB", _shown_path(DEFAULT_CP_DB))
+    )
+    cp.add_argument(
+        "--org-token-file",
+        metavar="PATH",
+        help="one token per line (or VECTORLAY_CP_ORG_TOKENS, comma-separated); "
+        "default none: registration refused",
+    )
+    cp.add_argument(
+        "--admin-token-file",
+        metavar="PATH",
+        help="one token per line (or VECTORLAY_CP_ADMIN_TOKEN); default none: admin API refused",
+    )
+    cp.add_argument(
+        "--offline-after",
+        metavar="S",
+        help=_env("VECTORLAY_CP_OFFLINE_AFTER", DEFAULT_OFFLINE_AFTER),
+    )
     _common(cp)
     return parser
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backend", metavar="asyncio|trio", help="VECTORLAY_BACKEND")
-    p.add_argument("--log-format", metavar="text|json", help="VECTORLAY_LOG_FORMAT")
-    p.add_argument("--log-level", metavar="LEVEL", help="VECTORLAY_LOG_LEVEL")
+    p.add_argument(
+        "--backend", metavar="asyncio|trio", help=_env("VECTORLAY_BACKEND", _AGENT_DEFAULTS.backend)
+    )
+    p.add_argument(
+        "--log-format", metavar="text|json", help=_env("VECTORLAY_LOG_FORMAT", _LOG_DEFAULTS.format)
+    )
+    p.add_argument(
+        "--log-level",
+        metavar="LEVEL",
+        help=f"{', '.join(LOG_LEVELS)} (or warn); "
+        + _env("VECTORLAY_LOG_LEVEL", _LOG_DEFAULTS.level),
+    )
 
 
 # --- value resolution ----------------------------------------------------------
@@ -227,8 +304,10 @@ def _note_if_exposed(path: str, mode: int, where: str, notes: Notes) -> None:
 
 def _log_settings(args: argparse.Namespace, env: Mapping[str, str]) -> LogSettings:
     return LogSettings(
-        format=_value(args.log_format, env, "VECTORLAY_LOG_FORMAT", "text", _choice(LOG_FORMATS)),
-        level=_value(args.log_level, env, "VECTORLAY_LOG_LEVEL", "info", _log_level),
+        format=_value(
+            args.log_format, env, "VECTORLAY_LOG_FORMAT", _LOG_DEFAULTS.format, _choice(LOG_FORMATS)
+        ),
+        level=_value(args.log_level, env, "VECTORLAY_LOG_LEVEL", _LOG_DEFAULTS.level, _log_level),
     )
 
 
@@ -243,14 +322,16 @@ def _log_level(raw: str, where: str) -> str:
 
 
 def _backend(args: argparse.Namespace, env: Mapping[str, str]) -> str:
-    return _value(args.backend, env, "VECTORLAY_BACKEND", "asyncio", _choice(BACKENDS))
+    return _value(
+        args.backend, env, "VECTORLAY_BACKEND", _AGENT_DEFAULTS.backend, _choice(BACKENDS)
+    )
 
 
 def check_settings(args: argparse.Namespace, env: Mapping[str, str]) -> CheckSettings:
     return CheckSettings(
         json=bool(args.json),
         data_path=_value(args.data_path, env, "VECTORLAY_DATA_PATH", DEFAULT_DATA_PATH, _path),
-        nerdctl=_value(args.nerdctl, env, "VECTORLAY_NERDCTL", "nerdctl", _text),
+        nerdctl=_value(args.nerdctl, env, "VECTORLAY_NERDCTL", _AGENT_DEFAULTS.nerdctl, _text),
         backend=_backend(args, env),
         log=_log_settings(args, env),
     )
@@ -316,7 +397,7 @@ def agent_settings(
         oci_runtime=_value(
             args.oci_runtime, env, "VECTORLAY_OCI_RUNTIME", DEFAULT_OCI_RUNTIME, _text
         ),
-        nerdctl=_value(args.nerdctl, env, "VECTORLAY_NERDCTL", "nerdctl", _text),
+        nerdctl=_value(args.nerdctl, env, "VECTORLAY_NERDCTL", _AGENT_DEFAULTS.nerdctl, _text),
         ca_file=ca_file,
         insecure=bool(args.insecure),
         stop_timeout=_value(
