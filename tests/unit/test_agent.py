@@ -35,6 +35,7 @@ from vectorlay.domain.messages import (
     Error,
     ErrorPayload,
     Heartbeat,
+    HostMetrics,
     Message,
     Outbound,
     Register,
@@ -598,6 +599,38 @@ async def test_a_list_taken_before_a_deploy_finished_never_frees_its_gpus() -> N
         assert refused.payload.status is ReplicaStatus.FAILED
         assert h.agent.table.double_assigned() == {}
         assert h.agent.table.get("a") is not None
+
+
+class GatedProbe(StaticProbe):
+    """Host metrics that come only when the gate opens (a slow nvidia-smi)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = anyio.Event()
+
+    async def metrics(self) -> HostMetrics:
+        await self.gate.wait()
+        return await super().metrics()
+
+
+async def test_a_beat_sent_before_the_first_host_figures_is_followed_when_they_come() -> None:
+    async with running_agent() as h:
+        probe = GatedProbe()
+        h.agent.probe = probe
+        peer = await open_session(h)
+        await h.settle()
+        await h.advance(2)  # the beat's wait for fresh figures runs out
+        first = await recv_until(peer, Heartbeat)
+        assert first.payload.status.memory_total_gb is None
+        probe.gate.set()
+        follow = await recv(peer)  # no clock advance: not a whole interval later
+        assert isinstance(follow, Heartbeat)
+        assert follow.payload.status.memory_total_gb == 64
+        await h.advance(30)
+        regular = await recv(peer)
+        assert isinstance(regular, Heartbeat)
+        assert follow.payload.seq is not None
+        assert regular.payload.seq == follow.payload.seq + 1
 
 
 async def test_a_hung_runtime_list_never_stops_heartbeats() -> None:

@@ -190,6 +190,7 @@ class Agent:
         self.sessions = 0
         self.dropped_results = 0
         self._metrics: HostMetrics | None = None
+        self._beat_without_metrics = False
         self._session: _Session | None = None
         self._queues: dict[str, deque[Command]] = {}
         self._slots: anyio.Semaphore | None = None
@@ -742,6 +743,7 @@ class Agent:
         wait = min(self.config.metrics_wait, self.config.heartbeat_interval / 4)
         await self._sleep_or_until(wait, self._metrics_read)
         if self._metrics is None:
+            self._beat_without_metrics = True
             storage = self.report.hardware.storage if self.report else Storage("")
             return HostMetrics(None, None, None, storage)
         return self._metrics
@@ -754,6 +756,12 @@ class Agent:
         finally:
             self._metrics_read = None
             done.set()
+        if self._metrics is not None and self._beat_without_metrics:
+            # A slow first read (nvidia-smi without persistence mode takes
+            # seconds) sent a beat of nulls: the figures follow at once, not
+            # a whole interval later.
+            self._beat_without_metrics = False
+            self._heartbeat_soon()
 
     # --- host and runtime state --------------------------------------------------------
 
