@@ -75,8 +75,8 @@ STACK_FLOOR = """
 import sys
 if sys.argv[1] == "asyncio":
     sys.modules["trio"] = None
-import ssl, asyncio, msgspec, anyio, anyio.abc, anyio.to_thread, httpx, httpx_ws, psutil
-import anyio._backends._asyncio if sys.argv[1] == "asyncio" else trio
+import ssl, msgspec, anyio, anyio.abc, anyio.to_thread, httpx, httpx_ws, psutil
+BACKEND
 def rss():
     return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmRSS:"))
 before = rss()
@@ -89,8 +89,11 @@ print("TLS", (rss() - before) / 1024)
 def stack_floor(backend: str) -> tuple[float, float]:
     """Peak RSS of the runtime dependencies alone, and what a system-store TLS context adds."""
     code = STACK_FLOOR.replace(
-        'import anyio._backends._asyncio if sys.argv[1] == "asyncio" else trio',
-        "import anyio._backends._asyncio" if backend == "asyncio" else "import trio",
+        "BACKEND",
+        # The trio backend never loads asyncio.
+        "import asyncio, anyio._backends._asyncio"
+        if backend == "asyncio"
+        else "import trio, anyio._backends._trio",
     )
     out = subprocess.run(
         [sys.executable, "-c", code, backend], capture_output=True, text=True, check=True
