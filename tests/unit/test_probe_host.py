@@ -185,6 +185,33 @@ async def test_unbound_gpu_is_reported_and_marked(host: FakeHost) -> None:
     assert assignable_slots(report.hardware.gpus) == []
 
 
+async def test_driver_comes_from_sysfs_when_lspci_has_no_driver_line(host: FakeHost) -> None:
+    # lspci run without -k (or by a pciutils that cannot see drivers) prints no
+    # Driver: line; sysfs still knows each GPU is on vfio-pci.
+    fixture = FIXTURES / "lspci" / "rtx6000ada_x8_vfio_lspci_Dvmmnnk_CONVERTED.txt"
+    without_k = b"".join(
+        line
+        for line in fixture.read_bytes().splitlines(keepends=True)
+        if not line.startswith((b"Driver:", b"Module:"))
+    )
+    host.answer("lspci", stdout=without_k)
+    report = await probe(host).report()
+    assert report.hardware.gpu_source == "lspci"
+    assert {g.driver for g in report.hardware.gpus} == {"vfio-pci"}
+    assert not any(line.endswith(" (no driver bound)") for line in report.hardware.gpu_info)
+    assert len(assignable_slots(report.hardware.gpus)) == 8
+
+
+async def test_sysfs_driver_wins_over_lspci(host: FakeHost) -> None:
+    host.bind("0000:5a:00.0", None)
+    host.bind("0000:5d:00.0", "nvidia")
+    report = await probe(host).report()  # lspci still says vfio-pci for both
+    drivers = {g.pci_address: g.driver for g in report.hardware.gpus}
+    assert (drivers["0000:5a:00.0"], drivers["0000:5d:00.0"]) == (None, "nvidia")
+    assert report.hardware.gpu_info[0].endswith(" (no driver bound)")
+    assert len(assignable_slots(report.hardware.gpus)) == 6
+
+
 async def test_missing_data_path_and_host_files(host: FakeHost) -> None:
     (host.proc / "cpuinfo").unlink()
     (host.proc / "sys" / "kernel" / "hostname").unlink()

@@ -4,7 +4,8 @@
 
 - GPUs from ``lspci -Dvmmnnk`` (:mod:`.lspci`), or from ``$HOST_SYS`` when
   lspci is missing or its answer is unusable (:mod:`.sysfs`); the result
-  says which (``gpu_source``).  IOMMU groups from ``$HOST_SYS``.
+  says which (``gpu_source``).  Drivers and IOMMU groups from ``$HOST_SYS``
+  (lspci's ``Driver:`` line only for a device sysfs does not list).
 - hostname, CPU and memory from ``$HOST_PROC`` (:mod:`.procfs`), falling
   back to what this process can see.
 - dependencies: ``containerd``, ``nerdctl``, ``kata-runtime`` and
@@ -189,20 +190,28 @@ class HostProbe:
             except lspci.LspciFailed as exc:
                 log.warning("%s; reading GPUs from %s", exc, sysfs.devices_dir(self.host_sys))
             else:
-                return self._with_sysfs_groups(f for f in functions if is_gpu(f)), GPU_SOURCE_LSPCI
+                return self._with_sysfs_facts(f for f in functions if is_gpu(f)), GPU_SOURCE_LSPCI
         else:
             log.info("lspci: %s; reading GPUs from %s", located.problem, self.host_sys)
         functions = await anyio.to_thread.run_sync(sysfs.read_gpu_functions, self.host_sys)
         return functions, GPU_SOURCE_SYSFS
 
-    def _with_sysfs_groups(self, gpus: Iterable[PciFunction]) -> list[PciFunction]:
+    def _with_sysfs_facts(self, gpus: Iterable[PciFunction]) -> list[PciFunction]:
+        """lspci's GPUs with the driver and IOMMU group that sysfs gives.
+
+        sysfs is what the heartbeat reads too, and it knows the driver even
+        when lspci printed no ``Driver:`` line (run without ``-k``, or by a
+        pciutils that cannot see drivers); lspci's word counts only for a
+        device sysfs does not list.
+        """
         result = []
         for gpu in gpus:
             group = sysfs.iommu_group_of(self.host_sys, gpu.address) or gpu.iommu_group
-            result.append(replace(gpu, iommu_group=group))
+            result.append(replace(gpu, driver=self._current_driver(gpu), iommu_group=group))
         return sorted(result, key=lambda g: g.address)
 
     def _current_driver(self, gpu: PciFunction) -> str | None:
+        """sysfs's driver link (bound or unbound); ``gpu.driver`` if sysfs lacks the device."""
         driver = sysfs.driver_of(self.host_sys, gpu.address)
         return gpu.driver if isinstance(driver, sysfs.Absent) else driver
 

@@ -2,8 +2,8 @@
 
 Used when lspci is missing or unusable (every GPU is still found, with
 numeric names only: sysfs has no pci.ids), for the IOMMU group of every GPU,
-for the driver of each known GPU on every heartbeat (one ``readlink`` per
-GPU, no subprocess), and for built-in kernel modules.
+for the driver of every GPU (in the full report and on every heartbeat: one
+``readlink`` per GPU, no subprocess), and for built-in kernel modules.
 
 Layout read::
 
