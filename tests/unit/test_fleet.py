@@ -517,6 +517,48 @@ def test_old_node_returning_with_a_waiting_replica_keeps_it(
     assert add_node(fleet, "b", gpus=2, now=70.0) == []
 
 
+def test_a_copy_already_told_to_stop_is_not_kept(fleet: Fleet) -> None:
+    # r1 runs on a; a goes silent and r1 moves to b.
+    add_node(fleet, "a", gpus=2)
+    fleet.deploy(deploy("r1", 2))
+    fleet.deploy_result("a", ok("r1"))
+    fleet.disconnect("a")
+    add_node(fleet, "b", gpus=2, now=30.0)
+    moves, _ = fleet.reschedule_due(60.0)
+    assert [m.to_node for m in moves] == ["b"]
+    fleet.deploy_result("b", ok("r1"))
+    # a returns still running its copy: told to stop it, it drops before answering.
+    sends = fleet.session_started("a", info("a", replicas={"r1": R.RUNNING}), now=61, wall=WALL)
+    assert [type(s.message) for s in sends] == [Stop]
+    fleet.disconnect("a")
+    # b goes silent with no room anywhere: r1 waits.
+    fleet.disconnect("b")
+    moves, _ = fleet.reschedule_due(200.0)
+    assert [m.to_node for m in moves] == [None]
+    # a returns again, its copy still running: the stop may already be on its
+    # way, so the copy is not kept as the replica; r1 is deployed there anew.
+    sends = fleet.session_started("a", info("a", replicas={"r1": R.RUNNING}), now=201, wall=WALL)
+    assert any(isinstance(s.message, Deploy) for s in sends)
+    replica = fleet.replica("r1")
+    assert replica is not None
+    assert (replica.node_id, replica.status) == ("a", ReplicaPhase.PENDING)
+    fleet.stop_result("a", ok("r1", R.STOPPED))
+    fleet.deploy_result("a", ok("r1"))
+    fleet.heartbeat("a", [ReplicaReport("r1", R.RUNNING)])
+    replica = fleet.replica("r1")
+    assert replica is not None
+    assert (replica.node_id, replica.status) == ("a", ReplicaPhase.RUNNING)
+
+
+def test_an_agent_error_never_keeps_an_env_value(fleet: Fleet) -> None:
+    add_node(fleet, "a")
+    fleet.deploy(deploy("r1", 1, PASSWORD="hunter2-secret", SHORT="hunter2"))
+    fleet.deploy_result("a", ResultPayload("r1", R.FAILED, "exec failed: hunter2-secret: no"))
+    replica = fleet.replica("r1")
+    assert replica is not None
+    assert replica.error == "exec failed: <redacted>: no"
+
+
 @pytest.mark.parametrize("why", ["maintenance", "drain", "degraded", "gpus"])
 def test_old_node_that_cannot_take_a_waiting_replica_stops_it(fleet: Fleet, why: str) -> None:
     waiting_replica_off(fleet, "a", gpu_count=2)

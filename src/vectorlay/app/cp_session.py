@@ -28,7 +28,7 @@ from vectorlay.app.cp_ws import (
     ServerWebSocket,
     WebSocketClosed,
 )
-from vectorlay.domain.fleet import ReplicaRecord, WrongNode
+from vectorlay.domain.fleet import ReplicaRecord, WrongNode, agent_error
 from vectorlay.domain.heartbeat import (
     CLOSE_HEARTBEAT_TIMEOUT,
     CLOSE_SESSION_CONFLICT,
@@ -46,6 +46,7 @@ from vectorlay.domain.messages import (
     RegisterPayload,
     RegistrationSuccess,
     RegistrationSuccessPayload,
+    ResultPayload,
     StopResult,
     SystemInfo,
     SystemInfoPayload,
@@ -54,7 +55,6 @@ from vectorlay.domain.messages import (
     error_message,
     message_type,
 )
-from vectorlay.domain.redact import redact_text
 
 if TYPE_CHECKING:
     from vectorlay.app.cp_server import ControlPlane
@@ -329,7 +329,7 @@ class AgentSession:
                 "replica_id": result.replica_id[:80],
                 "status": result.status.value,
                 "replica_status": replica.status.value if replica is not None else "unknown",
-                **({"error": _shown_error(result.error, replica)} if result.error else {}),
+                **({"error": _shown_error(result, replica)} if result.error else {}),
             },
         )
 
@@ -369,6 +369,6 @@ class AgentSession:
             )
 
 
-def _shown_error(error: str, replica: ReplicaRecord | None) -> str:
-    values = replica.env_vars.values() if replica is not None else ()
-    return redact_text(error, values)[:200]
+def _shown_error(result: ResultPayload, replica: ReplicaRecord | None) -> str:
+    shown = agent_error(replica, result) if replica is not None else result.error
+    return (shown or "")[:200]

@@ -61,6 +61,7 @@ from vectorlay.domain.messages import (
     SystemInfoPayload,
 )
 from vectorlay.domain.node import Event, Node, Status, accepts_deploys, step
+from vectorlay.domain.redact import redact_text
 from vectorlay.domain.replicas import assignable_slots
 from vectorlay.errors import VectorlayError
 
@@ -205,6 +206,15 @@ class Move(msgspec.Struct, frozen=True):
     replica_id: str
     from_node: str
     to_node: str | None
+
+
+def agent_error(replica: ReplicaRecord, result: ResultPayload) -> str | None:
+    """The agent's error text as kept and shown: never with one of the replica's env values.
+
+    A runtime that echoes a value into its error must not make the API, the
+    status page or a log line show it.
+    """
+    return redact_text(result.error, replica.env_vars.values()) if result.error else None
 
 
 def phase_of(status: ReplicaStatus) -> ReplicaPhase:
@@ -397,7 +407,9 @@ class Fleet:
             return sends
         if replica.status not in (ReplicaPhase.STOPPING, ReplicaPhase.STOPPED):
             self._set_replica(
-                msgspec.structs.replace(replica, status=phase_of(result.status), error=result.error)
+                msgspec.structs.replace(
+                    replica, status=phase_of(result.status), error=agent_error(replica, result)
+                )
             )
         self._settle(node_id)
         return self._place_waiting()
@@ -411,7 +423,9 @@ class Fleet:
             return []
         if replica.status is ReplicaPhase.STOPPING:
             self._set_replica(
-                msgspec.structs.replace(replica, status=phase_of(result.status), error=result.error)
+                msgspec.structs.replace(
+                    replica, status=phase_of(result.status), error=agent_error(replica, result)
+                )
             )
         self._settle(node_id)
         return self._place_waiting()
@@ -631,7 +645,7 @@ class Fleet:
         if replica is None or replica.node_id != node_id:
             return []
         if replica.status is ReplicaPhase.STOPPING:
-            error = result.error or STOP_FAILED
+            error = agent_error(replica, result) or STOP_FAILED
             self._set_replica(msgspec.structs.replace(replica, error=error))
         return []
 
@@ -657,6 +671,10 @@ class Fleet:
         as a deploy (status, free GPUs); otherwise it is a duplicate.
         """
         if replica.replica_id not in self._waiting or status not in _LIVE_REPORT:
+            return False
+        if (node_id, replica.replica_id) in self._commands:
+            # A stop sent while the replica lived elsewhere may already be on
+            # its way to the agent: this copy is going, so it is not one to keep.
             return False
         if self._room_for(node_id, replica.gpu_count) is None:
             return False
