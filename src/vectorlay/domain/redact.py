@@ -49,7 +49,8 @@ def redact_text(message: str, values: Iterable[str]) -> str:
     it does.  Values under 4 characters are left: replacing every "1" or
     "on" would garble the text and hide nothing.
     """
-    for value in values:
+    # Longest first: a value that starts another would otherwise leave the rest of it.
+    for value in sorted(values, key=len, reverse=True):
         if len(value) >= 4 and value in message:
             message = message.replace(value, "<redacted>")
     return message
