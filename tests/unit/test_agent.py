@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
@@ -550,9 +551,15 @@ async def test_bad_frames_while_registering_are_answered_and_registration_goes_o
         assert (await recv_until(peer, Error)).payload.code == "unknown_type"
         await peer.send(b"\x00")
         assert (await recv_until(peer, Error)).payload.code == "invalid_message"
+        bad_deploy = {"replica_id": "r9", "image": "a", "gpu_count": "x"}
+        await peer.send(json.dumps({"type": "deploy", "payload": bad_deploy}))
+        assert (await recv_until(peer, Error)).payload.code == "invalid_message"
         await peer.send_message(RegistrationSuccess(RegistrationSuccessPayload("node-1", "tok-1")))
         assert isinstance(await recv_until(peer, SystemInfo), SystemInfo)
         assert [c.node_id for c in h.store.saves] == ["node-1"]
+        await h.advance(30)
+        assert isinstance(await recv(peer), Heartbeat)  # no stray deploy_result before it
+        assert not h.agent.outbox
 
 
 async def test_an_unusable_registration_answer_is_not_saved() -> None:

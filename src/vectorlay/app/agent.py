@@ -303,11 +303,12 @@ class Agent:
             except FatalError as exc:
                 log.error("%s", exc)
                 return exc.exit_code
-            except Unauthorized:
+            except Unauthorized as exc:
                 log.error(
-                    "the control plane rejected this node's credential (%s); "
+                    "the control plane rejected this node's credential (%s): %s; "
                     "node.json is left untouched: fix the token or re-register",
                     "node token" if self.node else "org token",
+                    exc,
                 )
                 return EXIT_UNAUTHORIZED
             except (InsecureURL, ConfigError) as exc:
@@ -479,7 +480,10 @@ class Agent:
                         raise InvalidMessage("message: binary frames are not accepted")
                     msg = decode_inbound(frame)
                 except ProtocolError as exc:
-                    await self._reject(session, exc)
+                    # Only an error reply: a command cannot be meant for a node
+                    # that has no identity yet, so no result goes to the outbox.
+                    log.warning("rejected a message while registering: %s", exc.message)
+                    await self._send(session, error_message(exc.code, exc.message))
                     continue
                 if isinstance(msg, RegistrationSuccess):
                     answer = msg
