@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from pathlib import Path
@@ -210,6 +211,32 @@ async def test_sysfs_driver_wins_over_lspci(host: FakeHost) -> None:
     assert (drivers["0000:5a:00.0"], drivers["0000:5d:00.0"]) == (None, "nvidia")
     assert report.hardware.gpu_info[0].endswith(" (no driver bound)")
     assert len(assignable_slots(report.hardware.gpus)) == 6
+
+
+OTHER_HOST_LSPCI = "ocp_sriov_mellanox_vf_lspci_v_nn_mm_k_s_libkmod_warning_inline.txt"
+
+
+async def test_lspci_without_gpus_yields_to_sysfs_with_gpus(
+    host: FakeHost, caplog: pytest.LogCaptureFixture
+) -> None:
+    # lspci reads the /sys it sees, not $HOST_SYS: from a container it may list
+    # another machine's (or only bridge) functions while the host's GPUs are there.
+    host.answer("lspci", stdout=(FIXTURES / "lspci" / OTHER_HOST_LSPCI).read_bytes())
+    with caplog.at_level(logging.INFO, logger="vectorlay.adapters.host"):
+        report = await probe(host).report()
+    assert report.hardware.gpu_source == "sysfs"
+    assert [g.pci_address for g in report.hardware.gpus] == PASSTHROUGH.gpu_addresses
+    assert {g.driver for g in report.hardware.gpus} == {"vfio-pci"}
+    reasons = [r for r in caplog.records if "lspci lists no GPU" in r.getMessage()]
+    assert [r.levelno for r in reasons] == [logging.INFO]
+
+
+async def test_no_gpu_anywhere_stays_an_lspci_answer(host: FakeHost) -> None:
+    host.answer("lspci", stdout=(FIXTURES / "lspci" / OTHER_HOST_LSPCI).read_bytes())
+    for link in (host.sys / "bus" / "pci" / "devices").iterdir():
+        link.unlink()
+    report = await probe(host).report()
+    assert (report.hardware.gpu_source, report.hardware.gpus) == ("lspci", [])
 
 
 async def test_missing_data_path_and_host_files(host: FakeHost) -> None:

@@ -3,9 +3,10 @@
 :class:`HostProbe` puts the single-purpose adapters together:
 
 - GPUs from ``lspci -Dvmmnnk`` (:mod:`.lspci`), or from ``$HOST_SYS`` when
-  lspci is missing or its answer is unusable (:mod:`.sysfs`); the result
-  says which (``gpu_source``).  Drivers and IOMMU groups from ``$HOST_SYS``
-  (lspci's ``Driver:`` line only for a device sysfs does not list).
+  lspci is missing, its answer is unusable, or it lists no GPU where
+  ``$HOST_SYS`` does (:mod:`.sysfs`); the result says which (``gpu_source``).
+  Drivers and IOMMU groups from ``$HOST_SYS`` (lspci's ``Driver:`` line
+  only for a device sysfs does not list).
 - hostname, CPU and memory from ``$HOST_PROC`` (:mod:`.procfs`), falling
   back to what this process can see.
 - dependencies: ``containerd``, ``nerdctl``, ``kata-runtime`` and
@@ -190,10 +191,26 @@ class HostProbe:
             except lspci.LspciFailed as exc:
                 log.warning("%s; reading GPUs from %s", exc, sysfs.devices_dir(self.host_sys))
             else:
-                return self._with_sysfs_facts(f for f in functions if is_gpu(f)), GPU_SOURCE_LSPCI
+                gpus = self._with_sysfs_facts(f for f in functions if is_gpu(f))
+                if gpus:
+                    return gpus, GPU_SOURCE_LSPCI
+                return await self._when_lspci_lists_no_gpu()
         else:
             log.info("lspci: %s; reading GPUs from %s", located.problem, self.host_sys)
         functions = await anyio.to_thread.run_sync(sysfs.read_gpu_functions, self.host_sys)
+        return functions, GPU_SOURCE_SYSFS
+
+    async def _when_lspci_lists_no_gpu(self) -> tuple[list[PciFunction], str]:
+        # lspci reads the /sys it sees, which is not $HOST_SYS when the agent
+        # runs in a container: trust it about names, not about absence.
+        functions = await anyio.to_thread.run_sync(sysfs.read_gpu_functions, self.host_sys)
+        if not functions:
+            return [], GPU_SOURCE_LSPCI
+        log.info(
+            "lspci lists no GPU but %s lists %d; reporting those",
+            sysfs.devices_dir(self.host_sys),
+            len(functions),
+        )
         return functions, GPU_SOURCE_SYSFS
 
     def _with_sysfs_facts(self, gpus: Iterable[PciFunction]) -> list[PciFunction]:
