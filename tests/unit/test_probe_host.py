@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import platform
 import threading
 import time
 from pathlib import Path
@@ -237,6 +238,36 @@ async def test_no_gpu_anywhere_stays_an_lspci_answer(host: FakeHost) -> None:
         link.unlink()
     report = await probe(host).report()
     assert (report.hardware.gpu_source, report.hardware.gpus) == ("lspci", [])
+
+
+async def test_arm_cpu_is_named_from_cpuinfo(host: FakeHost) -> None:
+    fixture = FIXTURES / "cpuinfo" / "gcp_axion_neoverse_v2_aarch64_cpuinfo.txt"
+    (host.proc / "cpuinfo").write_bytes(fixture.read_bytes())
+    report = await probe(host).report()
+    assert (report.hardware.cpu_model, report.hardware.cpu_cores) == ("ARM Neoverse-V2", 1)
+
+
+async def test_unnamed_cpu_is_unknown_never_this_machine_architecture(
+    host: FakeHost, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # platform.processor() runs `uname -p` and names the agent's architecture.
+    monkeypatch.setattr(platform, "processor", lambda: "x86_64")
+    (host.proc / "cpuinfo").write_text("processor\t: 0\nBogoMIPS\t: 50.00\n\n")
+    report = await probe(host).report()
+    assert (report.hardware.cpu_model, report.hardware.cpu_cores) == ("unknown", 1)
+
+
+async def test_missing_host_cpuinfo_falls_back_to_this_process_view(
+    host: FakeHost, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    own = tmp_path / "own-proc"
+    own.mkdir()
+    fixture = FIXTURES / "cpuinfo" / "power9_powernv_8375_42A_cpuinfo_tail.txt"
+    (own / "cpuinfo").write_bytes(fixture.read_bytes())
+    monkeypatch.setattr(host_module, "OWN_PROC", own)
+    (host.proc / "cpuinfo").unlink()
+    report = await probe(host).report()
+    assert report.hardware.cpu_model == "POWER9 (raw), altivec supported"
 
 
 async def test_missing_data_path_and_host_files(host: FakeHost) -> None:

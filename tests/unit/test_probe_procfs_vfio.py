@@ -15,6 +15,7 @@ from vectorlay.adapters.procfs import (
 from vectorlay.adapters.vfio import REQUIRED_MODULES, check_vfio, missing_modules
 
 VFIO = Path(__file__).resolve().parent.parent / "fixtures" / "vfio"
+CPUINFO = Path(__file__).resolve().parent.parent / "fixtures" / "cpuinfo"
 
 
 # --- modules -----------------------------------------------------------------------
@@ -127,6 +128,75 @@ def test_cpuinfo() -> None:
 def test_cpuinfo_squeezes_spaces() -> None:
     info = parse_cpuinfo("model name\t: Intel(R) Xeon(R)   CPU   @ 2.00GHz\nprocessor : 0\n")
     assert info.model == "Intel(R) Xeon(R) CPU @ 2.00GHz"
+
+
+@pytest.mark.parametrize(
+    ("fixture", "model", "cpus"),
+    [
+        ("gcp_axion_neoverse_v2_aarch64_cpuinfo.txt", "ARM Neoverse-V2", 1),
+        ("debian_rpi4_cortex_a72_aarch64_cpuinfo.txt", "ARM Cortex-A72", 1),
+        ("cavium_thunderx_aarch64_cpuinfo.txt", "Cavium ThunderX-88XX", 1),
+        ("power9_powernv_8375_42A_cpuinfo_tail.txt", "POWER9 (raw), altivec supported", 1),
+        ("s390x_2827_cpuinfo.txt", "IBM/S390 machine type 2827", 0),
+    ],
+)
+def test_cpuinfo_of_other_architectures(fixture: str, model: str, cpus: int) -> None:
+    info = parse_cpuinfo((CPUINFO / fixture).read_text())
+    assert (info.model, info.logical_cpus) == (model, cpus)
+
+
+ARM_BLOCK = "processor\t: {n}\nCPU implementer\t: {impl}\nCPU part\t: {part}\n\n"
+
+
+def arm_cpuinfo(*cores: tuple[str, str]) -> str:
+    return "".join(ARM_BLOCK.format(n=n, impl=i, part=p) for n, (i, p) in enumerate(cores))
+
+
+@pytest.mark.parametrize(
+    ("cores", "model"),
+    [
+        ([("0x41", "0xd0c")] * 4, "ARM Neoverse-N1"),  # Ampere Altra, Graviton2
+        ([("0x41", "0xd40")], "ARM Neoverse-V1"),
+        ([("0x41", "0xd49")], "ARM Neoverse-N2"),
+        ([("0x41", "0xd4f")] * 72, "ARM Neoverse-V2"),  # NVIDIA Grace
+        ([("0x41", "0xd8e")], "ARM Neoverse-N3"),
+        ([("0xc0", "0xac3")], "Ampere-1"),
+        ([("0xc0", "0xac4")], "Ampere-1a"),
+        ([("0x4e", "0x004")], "NVIDIA Carmel"),
+        ([("0x41", "0xd05"), ("0x41", "0xd0b")], "ARM Cortex-A55 + ARM Cortex-A76"),
+        ([("0x4e", "0x010")], "ARM implementer 0x4e part 0x010"),
+        ([("0x99", "0xd4f")], "ARM implementer 0x99 part 0xd4f"),
+        ([("0x41", "junk")], None),
+    ],
+)
+def test_arm_cores_are_named_as_lscpu_names_them(
+    cores: list[tuple[str, str]], model: str | None
+) -> None:
+    assert parse_cpuinfo(arm_cpuinfo(*cores)).model == model
+
+
+@pytest.mark.parametrize(
+    ("text", "model"),
+    [
+        # Raspberry Pi OS names the board.
+        (
+            "processor\t: 0\nCPU implementer\t: 0x41\nCPU part\t: 0xd08\n\n"
+            "Revision\t: c03114\nModel\t\t: Raspberry Pi 4 Model B Rev 1.4\n",
+            "Raspberry Pi 4 Model B Rev 1.4",
+        ),
+        (
+            "processor\t: 0\ncpu\t\t: POWER9 (architected), altivec supported\n",
+            "POWER9 (architected), altivec supported",
+        ),
+        ("processor : 0\ncpu model : MIPS 24Kc V7.4\n", "MIPS 24Kc V7.4"),
+        ("processor\t: 0\nhart\t\t: 0\nuarch\t\t: sifive,u74-mc\n", "sifive,u74-mc"),
+        ("vendor_id : IBM/S390\nmachine : 3931\n", "IBM/S390 machine type 3931"),
+        ("vendor_id : GenuineIntel\nmachine : 3931\n", None),
+        ("processor\t: 0\ncpu family\t: 6\ncpu MHz\t\t: 2000.0\n", None),
+    ],
+)
+def test_cpu_model_keys(text: str, model: str | None) -> None:
+    assert parse_cpuinfo(text).model == model
 
 
 def test_meminfo() -> None:

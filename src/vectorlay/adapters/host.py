@@ -8,7 +8,8 @@
   Drivers and IOMMU groups from ``$HOST_SYS`` (lspci's ``Driver:`` line
   only for a device sysfs does not list).
 - hostname, CPU and memory from ``$HOST_PROC`` (:mod:`.procfs`), falling
-  back to what this process can see.
+  back to what this process can see; a CPU that ``cpuinfo`` does not name
+  is ``unknown``.
 - dependencies: ``containerd``, ``nerdctl``, ``kata-runtime`` and
   ``virtiofsd`` from ``PATH`` with their ``--version`` (:mod:`.versions`),
   and the vfio modules (:mod:`.vfio`).
@@ -30,7 +31,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import platform
 import socket
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -77,6 +77,7 @@ TOOLS: Final = ("containerd", "nerdctl", "kata-runtime", "virtiofsd")
 GPU_SOURCE_LSPCI: Final = "lspci"
 GPU_SOURCE_SYSFS: Final = "sysfs"
 NVIDIA_DRIVER: Final = "nvidia"
+OWN_PROC: Final = Path("/proc")
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,11 +259,15 @@ class HostProbe:
     def _read_facts(self) -> _Facts:
         hostname = read_hostname(self.host_proc) or socket.gethostname()
         text = read_text(self.host_proc / "cpuinfo")
+        if text is None and self.host_proc != OWN_PROC:
+            # cpuinfo is not namespaced: this process sees the host's CPUs.
+            text = read_text(OWN_PROC / "cpuinfo")
         cpu = parse_cpuinfo(text) if text is not None else CpuInfo(None, 0)
         if cpu.logical_cpus == 0:
             cpu = CpuInfo(cpu.model, os.cpu_count() or 0)
-        if cpu.model is None:
-            cpu = CpuInfo(platform.processor() or None, cpu.logical_cpus)
+        # A CPU that cpuinfo does not name stays unnamed ("unknown" in the
+        # report): platform.processor() would run `uname -p` and give the
+        # architecture ("x86_64"), which is not a model.
         return _Facts(hostname, cpu, self._memory())
 
     async def _storage(self) -> Storage:
