@@ -51,6 +51,36 @@ def test_unnamed_device_keeps_lspci_wording() -> None:
     )
 
 
+def without_pci_ids(text: str) -> str:
+    """``text`` as lspci prints it when it finds no pci.ids: placeholders for every name.
+
+    pciutils lib/names.c falls back to "Class", "Vendor" and "Device" (and
+    "Unknown vendor" for SVendor) before the bracketed id.
+    """
+    placeholders = {"Class": "Class", "Vendor": "Vendor", "Device": "Device"}
+    placeholders |= {"SVendor": "Unknown vendor", "SDevice": "Device"}
+    lines = []
+    for line in text.splitlines(keepends=True):
+        key, _, value = line.partition(":\t")
+        if key in placeholders:
+            line = f"{key}:\t{placeholders[key]} {value.rstrip().rpartition(' ')[2]}\n"
+        lines.append(line)
+    return "".join(lines)
+
+
+def test_without_pci_ids_gpus_get_the_class_and_vendor_names_sysfs_would_give() -> None:
+    text = without_pci_ids(read("dual_rtx3090_nvidia_lspci_Dvmmnnk_CONVERTED.txt"))
+    assert "Class:\tClass [0300]\nVendor:\tVendor [10de]\nDevice:\tDevice [2204]\n" in text
+    found = [f for f in parse_vmm(text) if is_gpu(f)]
+    assert [gpu_line(f) for f in found] == [
+        "0000:05:00.0 VGA compatible controller [0300]: NVIDIA Corporation Device [10de:2204]",
+        "0000:0a:00.0 VGA compatible controller [0300]: NVIDIA Corporation Device [10de:2204]",
+    ]
+    assert to_gpu(found[0]).model == "Device 2204"
+    audio = next(f for f in parse_vmm(text) if f.class_id == "0403")
+    assert (audio.class_name, audio.vendor_name) == ("Class", "NVIDIA Corporation")
+
+
 def test_rtx6000ada_eight_gpus_on_vfio_and_audio_left_out() -> None:
     functions = parse_vmm(read("rtx6000ada_x8_vfio_lspci_Dvmmnnk_CONVERTED.txt"))
     assert len(functions) == 16

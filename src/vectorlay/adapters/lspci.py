@@ -20,8 +20,10 @@ lines; ``-D`` prints the domain.  A real record::
 Names themselves may end in brackets (``[AMD/ATI]``, ``[3DNAND, Sentinel
 Rock Controller]``); only a last bracket of four hex digits is an id.  A
 record without a usable slot, class, vendor or device id is skipped, never
-guessed at.  lspci's ``Unable to load libkmod resources`` warning goes to
-stderr with exit status 0 and is harmless.
+guessed at.  Without pci.ids lspci names nothing (``Class [0302]``,
+``Vendor [10de]``, ``Device [20f1]``); a GPU then gets the class and vendor
+names that the sysfs path gives it.  lspci's ``Unable to load libkmod
+resources`` warning goes to stderr with exit status 0 and is harmless.
 """
 
 from __future__ import annotations
@@ -32,7 +34,13 @@ from dataclasses import dataclass
 from typing import Final
 
 from vectorlay.adapters.commands import CommandResult, first_line, run_command
-from vectorlay.adapters.pci import PciFunction, clean_text, normalize_address
+from vectorlay.adapters.pci import (
+    PciFunction,
+    class_name_or_known,
+    clean_text,
+    normalize_address,
+    vendor_name_or_known,
+)
 from vectorlay.domain.validation import IOMMU_GROUP_RE
 from vectorlay.errors import ProbeError
 
@@ -101,9 +109,9 @@ def _function(record: dict[str, str]) -> PciFunction | None:
     return PciFunction(
         address=address,
         class_id=klass.id,
-        class_name=klass.name,
+        class_name=class_name_or_known(klass.id, klass.name),
         vendor_id=vendor.id,
-        vendor_name=vendor.name,
+        vendor_name=vendor_name_or_known(vendor.id, vendor.name),
         device_id=device.id,
         device_name=device.name,
         driver=clean_text(driver, 64) if driver else None,

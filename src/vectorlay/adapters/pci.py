@@ -36,6 +36,10 @@ GPU_VENDORS: Final = {
 
 # lspci's word for a device pci.ids does not name ("NVIDIA Corporation Device [10de:2330]").
 UNNAMED_DEVICE: Final = "Device"
+# Its words for a class and a vendor it cannot name (no pci.ids at all):
+# "Class:\tClass [0302]", "Vendor:\tVendor [10de]" (pciutils lib/names.c).
+UNNAMED_CLASS: Final = "Class"
+UNNAMED_VENDOR: Final = "Vendor"
 
 NO_DRIVER_MARK: Final = " (no driver bound)"
 
@@ -76,6 +80,21 @@ def normalize_address(text: str) -> str | None:
         f"{domain:04x}:{match.group('bus').lower()}:{match.group('slot').lower()}."
         f"{match.group('function')}"
     )
+
+
+def class_name_or_known(class_id: str, name: str) -> str:
+    """``name``; the GPU class's own name when lspci could not name it."""
+    if name and name != UNNAMED_CLASS:
+        return name
+    return GPU_CLASSES.get(class_id, name or UNNAMED_CLASS)
+
+
+def vendor_name_or_known(vendor_id: str, name: str) -> str:
+    """``name``; the GPU vendor's pci.ids name when lspci could not name it."""
+    if name and name != UNNAMED_VENDOR:
+        return name
+    known = GPU_VENDORS.get(vendor_id)
+    return known[1] if known else name or UNNAMED_VENDOR
 
 
 def is_gpu(function: PciFunction) -> bool:
@@ -131,12 +150,16 @@ __all__ = [
     "GPU_CLASSES",
     "GPU_VENDORS",
     "NO_DRIVER_MARK",
+    "UNNAMED_CLASS",
     "UNNAMED_DEVICE",
+    "UNNAMED_VENDOR",
     "PciFunction",
+    "class_name_or_known",
     "clean_text",
     "gpu_line",
     "is_gpu",
     "model_name",
     "normalize_address",
     "to_gpu",
+    "vendor_name_or_known",
 ]
