@@ -353,6 +353,16 @@ async def test_metrics_without_nvidia_smi_or_with_a_broken_one(nvidia_host: Fake
     assert (await p.metrics()).gpu_utilization is None
 
 
+async def test_metrics_average_the_gpus_nvidia_smi_could_read(nvidia_host: FakeHost) -> None:
+    nvidia_host.answer(
+        "nvidia-smi",
+        stdout="00000000:05:00.0, 40\n"
+        "Unable to determine the device handle for GPU0000:0A:00.0: Unknown Error\n",
+        status=15,
+    )
+    assert (await probe(nvidia_host).metrics()).gpu_utilization == 40
+
+
 async def test_metrics_with_missing_data_path(host: FakeHost) -> None:
     metrics = await HostProbe(
         data_path=host.root / "later", host_proc=host.proc, host_sys=host.sys

@@ -91,3 +91,30 @@ async def test_query_failure_is_empty(tmp_path: Path) -> None:
     hung.write_text("#!/bin/sh\nexec sleep 600\n")
     hung.chmod(0o755)
     assert await query_utilization(str(hung), timeout=0.2) == {}
+
+
+async def test_rows_read_before_a_gpu_error_still_count(tmp_path: Path) -> None:
+    # One GPU fell off the bus: nvidia-smi still prints the others, then exits 15.
+    fake = tmp_path / "nvidia-smi"
+    fake.write_text(
+        "#!/bin/sh\n"
+        "echo '00000000:17:00.0, 40'\n"
+        "echo 'Unable to determine the device handle for GPU0000:31:00.0: Unknown Error'\n"
+        "echo '00000001:A1:00.0, 20'\n"
+        "exit 15\n"
+    )
+    fake.chmod(0o755)
+    values = await query_utilization(str(fake), timeout=5)
+    assert values == {"0000:17:00.0": 40, "0001:a1:00.0": 20}
+    assert mean_utilization(values, ["0000:17:00.0", "0000:31:00.0", "0001:a1:00.0"]) == 30
+
+
+async def test_rows_of_a_run_cut_short_never_count(tmp_path: Path) -> None:
+    hung = tmp_path / "hung"
+    hung.write_text("#!/bin/sh\necho '00000000:17:00.0, 40'\nexec sleep 600\n")
+    hung.chmod(0o755)
+    assert await query_utilization(str(hung), timeout=0.3) == {}
+    flood = tmp_path / "flood"
+    flood.write_text("#!/bin/sh\nwhile :; do echo '00000000:17:00.0, 40'; done\n")
+    flood.chmod(0o755)
+    assert await query_utilization(str(flood), timeout=5) == {}

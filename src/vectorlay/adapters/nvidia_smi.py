@@ -10,7 +10,9 @@ nvidia-smi spells the bus id in upper case with an 8-digit domain while
 lspci says ``0000:a8:00.0``; both go through
 :func:`vectorlay.adapters.pci.normalize_address` before they are compared.
 A value nvidia-smi cannot read (``[N/A]``, ``[Not Supported]``) is left out,
-never counted as 0.
+never counted as 0.  A GPU it cannot reach at all gives an error line
+instead of a row and a non-zero exit status; the other GPUs' rows still
+count.  Nothing counts from a run that timed out or printed too much.
 """
 
 from __future__ import annotations
@@ -61,15 +63,32 @@ def mean_utilization(values: Mapping[str, int], addresses: Iterable[str]) -> int
 async def query_utilization(nvidia_smi: str, *, timeout: float) -> dict[str, int]:
     """Run the query; an empty mapping when nvidia-smi fails in any way."""
     result = await run_command([nvidia_smi, *QUERY_ARGS], timeout=timeout, limit=OUTPUT_LIMIT)
-    if not result.ok:
+    if result.returncode is None or result.timed_out or result.truncated:
+        # Cut short: what it printed may be half a line or a stale row.
         log.debug(
-            "nvidia-smi gave no utilization (status %s, timed out %s): %s",
-            result.returncode,
+            "nvidia-smi gave no utilization (timed out %s, output cut %s): %s",
             result.timed_out,
+            result.truncated,
             clean_text(result.error or first_line(result.stderr), 120),
         )
         return {}
-    return parse_utilization(result.stdout.decode("utf-8", "replace"))
+    text = result.stdout.decode("utf-8", "replace")
+    values = parse_utilization(text)
+    if result.returncode != 0:
+        # One GPU it cannot reach makes it exit non-zero after printing the
+        # rows of the others; those readings are sound.
+        log.debug(
+            "nvidia-smi exited with status %s; %d GPU(s) read: %s",
+            result.returncode,
+            len(values),
+            clean_text(first_line(result.stderr) or _first_non_row(text), 120),
+        )
+    return values
+
+
+def _first_non_row(text: str) -> str:
+    lines = (line.strip() for line in text.splitlines())
+    return next((line for line in lines if line and not parse_utilization(line)), "")
 
 
 __all__ = ["QUERY_ARGS", "mean_utilization", "parse_utilization", "query_utilization"]
