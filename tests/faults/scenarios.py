@@ -133,6 +133,18 @@ class Tally:
         return "\n".join([head, *self.notes[:40]])
 
 
+def _check_containers(tally: Tally, node: AgentNode) -> None:
+    """No replica ran twice and no GPU is held by two running containers."""
+    dups = node.duplicate_containers()
+    if dups:
+        tally.duplicates += sum(n - 1 for n in dups.values())
+        tally.fail(f"duplicate containers: {dups}")
+    doubled = node.double_assigned_gpus()
+    if doubled:
+        tally.double_gpus += len(doubled)
+        tally.fail(f"GPUs held by two running containers: {doubled}")
+
+
 def timed(run: Callable[[Tally], None], tally: Tally) -> Tally:
     started = time.monotonic()
     try:
@@ -347,14 +359,7 @@ def _check_runs(tally: Tally, node: AgentNode, runnable: Counter[str]) -> None:
         if n > runnable[rid]:
             tally.duplicates += n - 1
             tally.fail(f"{rid!r}: {n} containers started for {runnable[rid]} deploys")
-    dups = node.duplicate_containers()
-    if dups:
-        tally.duplicates += sum(n - 1 for n in dups.values())
-        tally.fail(f"duplicate containers: {dups}")
-    doubled = node.double_assigned_gpus()
-    if doubled:
-        tally.double_gpus += len(doubled)
-        tally.fail(f"GPUs held by two running containers: {doubled}")
+    _check_containers(tally, node)
 
 
 # --- control-plane chaos ---------------------------------------------------------------------
@@ -668,14 +673,7 @@ def _crash_invariants(
     leftovers = node.env_files()
     if leftovers:
         tally.fail(f"env files left behind: {leftovers}")
-    dups = node.duplicate_containers()
-    if dups:
-        tally.duplicates += sum(n - 1 for n in dups.values())
-        tally.fail(f"duplicate containers: {dups}")
-    doubled = node.double_assigned_gpus()
-    if doubled:
-        tally.double_gpus += len(doubled)
-        tally.fail(f"GPUs held by two running containers: {doubled}")
+    _check_containers(tally, node)
     reported = set(cp.node(node_id)["replicas"])
     missing = [r for r in live if r not in reported]
     if missing:
