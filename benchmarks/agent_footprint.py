@@ -169,8 +169,9 @@ def children_rss(proc: psutil.Process) -> list[int]:
 def heaviest_imports(backend: str, top: int = 8) -> list[tuple[str, float]]:
     """Top-level imports of the agent's path with their cumulative import time."""
     code = ("import sys; sys.modules['trio'] = None\n" if backend == "asyncio" else "") + (
-        "import vectorlay.app.cli, vectorlay.app.agent, vectorlay.adapters.websocket, "
-        "vectorlay.adapters.host, vectorlay.adapters.nerdctl, vectorlay.adapters.filesystem"
+        "import vectorlay.app.cli, vectorlay.app.agent.service, "
+        "vectorlay.adapters.transport.websocket, vectorlay.adapters.probe.host, "
+        "vectorlay.adapters.runtime.nerdctl, vectorlay.adapters.filesystem"
     )
     out = subprocess.run(
         [sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True, check=True
@@ -193,7 +194,7 @@ import sys, tracemalloc
 {"sys.modules['trio'] = None" if backend == "asyncio" else ""}
 tracemalloc.start()
 from pathlib import Path
-from vectorlay.app.agent import build_agent
+from vectorlay.app.agent.service import build_agent
 from vectorlay.app.settings import AgentSettings
 build_agent(AgentSettings(control_plane_url="ws://127.0.0.1:1/v1/agent",
                           org_token="x", state_dir=Path(sys.argv[1])))

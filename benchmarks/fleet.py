@@ -2,7 +2,7 @@
 
 The control plane runs as its own process (``vectorlay-agent control-plane``,
 SQLite in a temporary directory) so that its CPU time is measured apart; the
-agents are the library's :class:`~vectorlay.app.agent.Agent` with in-memory
+agents are the library's :class:`~vectorlay.app.agent.service.Agent` with in-memory
 runtime and probe and the real WebSocket transport, all in this process.
 
 Figures printed:
@@ -47,8 +47,8 @@ from tests.support import control_plane_argv, control_plane_env, free_port
 
 from vectorlay.adapters.clock import SystemClock
 from vectorlay.adapters.memory import MemoryConfigStore, MemoryRuntime, StaticProbe, sample_report
-from vectorlay.adapters.websocket import WebSocketConnection, WebSocketTransport
-from vectorlay.app.agent import Agent, AgentConfig
+from vectorlay.adapters.transport.websocket import WebSocketConnection, WebSocketTransport
+from vectorlay.app.agent.service import Agent, AgentConfig
 
 ORG_TOKEN = "bench-org-token"
 ADMIN_TOKEN = "bench-admin-token"

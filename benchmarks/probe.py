@@ -46,7 +46,7 @@ from tests.fakes.host.fakehost import (  # noqa: E402
 )
 
 from vectorlay.adapters.commands import run_command  # noqa: E402
-from vectorlay.adapters.host import HostProbe  # noqa: E402
+from vectorlay.adapters.probe.host import HostProbe  # noqa: E402
 
 
 @dataclass

@@ -47,9 +47,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.fakes.nerdctl.fake_nerdctl import FakeNerdctl
 from tests.support import children_cpu
 
-from vectorlay.adapters.nerdctl import NerdctlRuntime, ps_argv
+from vectorlay.adapters.runtime.nerdctl import NerdctlRuntime, ps_argv
+from vectorlay.domain.agent.replicas import ContainerSpec, ContainerState, GpuSlot
 from vectorlay.domain.messages import ReplicaStatus
-from vectorlay.domain.replicas import ContainerSpec, ContainerState, GpuSlot
 
 REPLICAS = 4
 

@@ -12,9 +12,9 @@ from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
-from vectorlay.domain.identity import NodeConfig
+from vectorlay.domain.agent.identity import NodeConfig
+from vectorlay.domain.agent.replicas import ContainerSpec, ContainerState
 from vectorlay.domain.messages import HostMetrics, HostReport
-from vectorlay.domain.replicas import ContainerSpec, ContainerState
 
 
 class Connection(Protocol):
@@ -124,7 +124,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     # Only annotations need them: the agent never loads the control plane's domain.
-    from vectorlay.domain.fleet import FleetChanges, FleetSnapshot, NodeRecord
+    from vectorlay.domain.fleet.fleet import FleetChanges, FleetSnapshot, NodeRecord
 
 
 class FleetStore(Protocol):

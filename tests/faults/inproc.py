@@ -33,8 +33,9 @@ from vectorlay.adapters.memory import (
     StaticProbe,
     sample_report,
 )
-from vectorlay.app.agent import Agent, AgentConfig
-from vectorlay.domain.identity import NodeConfig
+from vectorlay.app.agent.service import Agent, AgentConfig
+from vectorlay.domain.agent.identity import NodeConfig
+from vectorlay.domain.agent.replicas import ContainerSpec, ContainerState
 from vectorlay.domain.messages import (
     DeployResult,
     Error,
@@ -44,7 +45,6 @@ from vectorlay.domain.messages import (
     SystemInfo,
     decode_outbound,
 )
-from vectorlay.domain.replicas import ContainerSpec, ContainerState
 from vectorlay.errors import ProtocolError, TransportError
 
 URL = "ws://127.0.0.1:8787/v1/agent"

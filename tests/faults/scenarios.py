@@ -1053,7 +1053,7 @@ _REPLACE_SCRIPT = """
 import resource, sys, anyio
 from pathlib import Path
 from vectorlay.adapters.filesystem import FileConfigStore
-from vectorlay.domain.identity import NodeConfig
+from vectorlay.domain.agent.identity import NodeConfig
 from vectorlay.errors import ConfigWriteError
 resource.setrlimit(resource.RLIMIT_FSIZE, (100, 100))
 store = FileConfigStore(Path(sys.argv[1]))

@@ -39,9 +39,9 @@ from wsproto.events import (
 )
 
 from vectorlay.adapters.clock import SystemClock
+from vectorlay.adapters.controlplane.sqlite_store import SqliteFleetStore
 from vectorlay.adapters.memory import sample_report
-from vectorlay.adapters.sqlite_store import SqliteFleetStore
-from vectorlay.app.cp_server import ControlPlane, ControlPlaneConfig
+from vectorlay.app.controlplane.server import ControlPlane, ControlPlaneConfig
 from vectorlay.domain.messages import (
     SUBPROTOCOL,
     Heartbeat,

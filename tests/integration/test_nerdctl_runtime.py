@@ -20,15 +20,15 @@ from tests.fakes.nerdctl.testing import (
     max_overlap,
     runtime,
 )
-from vectorlay.adapters.nerdctl import NerdctlRuntime
-from vectorlay.domain.messages import DeployPayload, ReplicaStatus
-from vectorlay.domain.replicas import (
+from vectorlay.adapters.runtime.nerdctl import NerdctlRuntime
+from vectorlay.domain.agent.replicas import (
     ContainerSpec,
     ContainerState,
     GpuSlot,
     ReplicaTable,
     ReportResult,
 )
+from vectorlay.domain.messages import DeployPayload, ReplicaStatus
 from vectorlay.errors import (
     ContainerRuntimeError,
     ImageNotFound,

@@ -13,9 +13,9 @@ import pytest
 
 from tests.fakes.nerdctl.fake_nerdctl import FakeNerdctl, publish
 from tests.fakes.nerdctl.testing import Watcher, calls_of, eventually, install, runtime
-from vectorlay.adapters.nerdctl import NerdctlRuntime
+from vectorlay.adapters.runtime.nerdctl import NerdctlRuntime
+from vectorlay.domain.agent.replicas import ContainerSpec
 from vectorlay.domain.messages import ReplicaStatus
-from vectorlay.domain.replicas import ContainerSpec
 
 pytestmark = pytest.mark.integration
 

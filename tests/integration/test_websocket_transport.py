@@ -25,7 +25,7 @@ from tests.integration.wspeer import (
     call,
     make_certificates,
 )
-from vectorlay.adapters.websocket import (
+from vectorlay.adapters.transport.websocket import (
     CLOSE_TIMEOUT,
     WebSocketConnection,
     WebSocketTransport,

@@ -20,7 +20,7 @@ from vectorlay.adapters.memory import (
     StaticProbe,
     sample_report,
 )
-from vectorlay.app.agent import (
+from vectorlay.app.agent.service import (
     EXIT_CONFIG,
     EXIT_FAILURE,
     EXIT_OK,
@@ -28,7 +28,8 @@ from vectorlay.app.agent import (
     Agent,
     AgentConfig,
 )
-from vectorlay.domain.identity import NodeConfig
+from vectorlay.domain.agent.identity import NodeConfig
+from vectorlay.domain.agent.replicas import ContainerState
 from vectorlay.domain.messages import (
     Deploy,
     DeployPayload,
@@ -49,7 +50,6 @@ from vectorlay.domain.messages import (
     StopResult,
     SystemInfo,
 )
-from vectorlay.domain.replicas import ContainerState
 from vectorlay.errors import ConnectFailed, ConnectionClosed, ContainerRuntimeError, CorruptConfig
 
 URL = "ws://127.0.0.1:8787/v1/agent"
@@ -701,7 +701,7 @@ async def test_a_deploy_meeting_its_own_container_adopts_it() -> None:
 
 
 def test_a_result_never_outgrows_a_frame() -> None:
-    from vectorlay.app.agent import _fit_frame
+    from vectorlay.app.agent.service import _fit_frame
     from vectorlay.domain.messages import MAX_FRAME_BYTES, decode_outbound
 
     long_error = "deploy.payload.replica_id: must be 1-64 characters" * 3

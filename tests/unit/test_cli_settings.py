@@ -195,7 +195,7 @@ def fake_main(settings):
         getattr(log, level)(level.upper() + "-LINE")
     logging.getLogger("httpx").error("THIRD-PARTY-ERROR-LINE")
     return 0
-for name in ("vectorlay.app.agent", "vectorlay.app.controlplane"):
+for name in ("vectorlay.app.agent.service", "vectorlay.app.controlplane.bootstrap"):
     fake = types.ModuleType(name)
     fake.main = fake_main
     sys.modules[name] = fake
@@ -338,7 +338,7 @@ def test_other_token_file_problems_stay_usage_errors_with_node_json(tmp_path: Pa
 def test_main_logs_the_missing_token_file_note(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    seen = install_fake_command(monkeypatch, "vectorlay.app.agent", 0)
+    seen = install_fake_command(monkeypatch, "vectorlay.app.agent.service", 0)
     state = registered_state(tmp_path)
     with caplog.at_level(logging.INFO, logger="vectorlay.cli"):
         code = main(
@@ -636,11 +636,11 @@ def install_fake_command(monkeypatch: pytest.MonkeyPatch, module: str, code: int
 @pytest.mark.parametrize(
     ("argv", "module", "kind"),
     [
-        (["check", "--json"], "vectorlay.app.check", CheckSettings),
-        (["run", "--heartbeat-interval", "7"], "vectorlay.app.agent", AgentSettings),
+        (["check", "--json"], "vectorlay.app.agent.check", CheckSettings),
+        (["run", "--heartbeat-interval", "7"], "vectorlay.app.agent.service", AgentSettings),
         (
             ["control-plane", "--listen", "127.0.0.1:1"],
-            "vectorlay.app.controlplane",
+            "vectorlay.app.controlplane.bootstrap",
             ControlPlaneSettings,
         ),
     ],
@@ -656,7 +656,7 @@ def test_main_dispatches_with_settings_and_returns_the_exit_code(
 
 
 def test_main_reads_the_real_environment_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
-    seen = install_fake_command(monkeypatch, "vectorlay.app.agent", 0)
+    seen = install_fake_command(monkeypatch, "vectorlay.app.agent.service", 0)
     monkeypatch.setenv("VECTORLAY_HEARTBEAT_INTERVAL", "3")
     monkeypatch.setenv("VECTORLAY_ORG_TOKEN", SECRET)
     assert main(["run"]) == 0
@@ -669,7 +669,7 @@ def test_main_reads_the_real_environment_by_default(monkeypatch: pytest.MonkeyPa
 def test_secrets_leave_the_environment_once_read(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    import vectorlay.app.agent as agent_module
+    import vectorlay.app.agent.service as agent_module
 
     seen: dict[str, object] = {}
 

@@ -7,10 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import vectorlay.adapters.sqlite_store
-import vectorlay.domain.fleet
+import vectorlay.adapters.controlplane.sqlite_store
+import vectorlay.domain.fleet.fleet
 
-SRC = Path(vectorlay.domain.fleet.__file__).resolve().parents[1]
+SRC = Path(vectorlay.__file__).resolve().parent
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -25,7 +25,7 @@ def imported_modules(path: Path) -> set[str]:
 
 
 def test_fleet_decisions_import_only_the_domain() -> None:
-    modules = imported_modules(SRC / "domain" / "fleet.py")
+    modules = imported_modules(SRC / "domain" / "fleet" / "fleet.py")
     outside = {
         m
         for m in modules
@@ -37,15 +37,15 @@ def test_fleet_decisions_import_only_the_domain() -> None:
 
 
 def test_the_store_adapter_never_imports_the_app() -> None:
-    path = Path(vectorlay.adapters.sqlite_store.__file__)
+    path = Path(vectorlay.adapters.controlplane.sqlite_store.__file__)
     assert not any(m.startswith("vectorlay.app") for m in imported_modules(path))
 
 
 def test_the_agent_never_loads_the_control_plane() -> None:
     code = (
-        "import sys, vectorlay.app.agent, vectorlay.app.cli\n"
+        "import sys, vectorlay.app.agent.service, vectorlay.app.cli\n"
         "print(sorted(m for m in sys.modules if m.startswith("
-        "('vectorlay.app.cp_', 'vectorlay.app.controlplane', 'vectorlay.adapters.sqlite', "
+        "('vectorlay.app.controlplane', 'vectorlay.adapters.controlplane', "
         "'sqlite3'))))"
     )
     out = subprocess.run(

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from vectorlay.app import cli, controlplane
+from vectorlay.app import cli
 from vectorlay.app.backends import backend_installed, missing_backend
+from vectorlay.app.controlplane import bootstrap as controlplane
 from vectorlay.app.settings import ControlPlaneSettings
 
 NOT_INSTALLED = (

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from vectorlay.adapters.controlplane.sqlite_store import SqliteFleetStore, StoreError, token_digest
 from vectorlay.adapters.memory import sample_report
-from vectorlay.adapters.sqlite_store import SqliteFleetStore, StoreError, token_digest
-from vectorlay.domain.fleet import (
+from vectorlay.domain.fleet.fleet import (
     CommandKind,
     FleetChanges,
     NodeRecord,
@@ -19,7 +19,7 @@ from vectorlay.domain.fleet import (
     ReplicaPhase,
     ReplicaRecord,
 )
-from vectorlay.domain.node import Hold, Node, Status
+from vectorlay.domain.fleet.node import Hold, Node, Status
 
 WALL = datetime(2026, 1, 1, 12, 30, tzinfo=UTC)
 TOKEN = "node-token-abcdefghijklmnopqrstuvwxyz"

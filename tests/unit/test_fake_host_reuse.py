@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.host.fakehost import BUILT_MARK, NVIDIA_DRIVER, PASSTHROUGH, build_fake_host
-from vectorlay.adapters import sysfs
+from vectorlay.adapters.probe import sysfs
 
 
 def gpu_addresses(sys_root: Path) -> list[str]:

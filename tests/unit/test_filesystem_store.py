@@ -24,7 +24,7 @@ import msgspec
 import pytest
 
 from vectorlay.adapters.filesystem import CONFIG_FILE_NAME, MAX_CONFIG_BYTES, FileConfigStore
-from vectorlay.domain.identity import NodeConfig
+from vectorlay.domain.agent.identity import NodeConfig
 from vectorlay.errors import ConfigWriteError, CorruptConfig
 
 TOKEN = "ntok-Secret-5d1c7e0a9b"
@@ -276,7 +276,7 @@ CHILD = textwrap.dedent(
     import anyio
 
     from vectorlay.adapters.filesystem import FileConfigStore
-    from vectorlay.domain.identity import NodeConfig
+    from vectorlay.domain.agent.identity import NodeConfig
     from vectorlay.errors import ConfigWriteError, CorruptConfig
 
     async def main(op: str, state_dir: str, fsize: str) -> None:

@@ -11,7 +11,8 @@ import msgspec
 import pytest
 
 from vectorlay.adapters.memory import sample_report
-from vectorlay.domain.fleet import (
+from vectorlay.domain.agent.heartbeat import LivenessPolicy
+from vectorlay.domain.fleet.fleet import (
     CommandKind,
     Fleet,
     FleetSnapshot,
@@ -26,7 +27,7 @@ from vectorlay.domain.fleet import (
     UnknownReplica,
     WrongNode,
 )
-from vectorlay.domain.heartbeat import LivenessPolicy
+from vectorlay.domain.fleet.node import Hold, Node, Status
 from vectorlay.domain.messages import (
     Deploy,
     DeployPayload,
@@ -40,7 +41,6 @@ from vectorlay.domain.messages import (
     StopPayload,
     SystemInfoPayload,
 )
-from vectorlay.domain.node import Hold, Node, Status
 
 WALL = datetime(2026, 1, 1, tzinfo=UTC)
 R = ReplicaStatus

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vectorlay.domain.heartbeat import (
+from vectorlay.domain.agent.heartbeat import (
     CLOSE_GOING_AWAY,
     CLOSE_HEARTBEAT_TIMEOUT,
     CLOSE_SESSION_CONFLICT,

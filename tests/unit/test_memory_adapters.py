@@ -19,7 +19,8 @@ from vectorlay.adapters.memory import (
     StaticProbe,
     sample_report,
 )
-from vectorlay.domain.identity import NodeConfig
+from vectorlay.domain.agent.identity import NodeConfig
+from vectorlay.domain.agent.replicas import ContainerSpec, ContainerState, GpuSlot
 from vectorlay.domain.messages import (
     Deploy,
     DeployPayload,
@@ -31,7 +32,6 @@ from vectorlay.domain.messages import (
     decode_inbound,
     encode_text,
 )
-from vectorlay.domain.replicas import ContainerSpec, ContainerState, GpuSlot
 from vectorlay.errors import (
     ConfigWriteError,
     ConnectFailed,

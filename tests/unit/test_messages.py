@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vectorlay.domain import messages as m
-from vectorlay.domain.identity import NodeConfig
-from vectorlay.domain.replicas import ContainerSpec, GpuSlot
+from vectorlay.domain.agent.identity import NodeConfig
+from vectorlay.domain.agent.replicas import ContainerSpec, GpuSlot
 from vectorlay.errors import InvalidMessage, MessageTooLarge, ProtocolError, UnknownMessageType
 
 SECRET = "s3cr3t-value-Zq9"
@@ -648,9 +648,9 @@ def test_one_corrupted_field_gives_a_field_naming_error(mtype: str, data: st.Dat
 
 
 def test_rich_reprs_hide_secrets_too() -> None:
-    from vectorlay.domain.identity import NodeConfig
+    from vectorlay.domain.agent.identity import NodeConfig
+    from vectorlay.domain.agent.replicas import ContainerSpec
     from vectorlay.domain.messages import DeployPayload, RegistrationSuccessPayload
-    from vectorlay.domain.replicas import ContainerSpec
 
     secret = "s3cr3t-rich"
     objects = [

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from vectorlay.adapters.nerdctl import (
+from vectorlay.adapters.runtime.nerdctl import (
     NerdctlRuntime,
     check_spec,
     events_argv,
@@ -21,7 +21,7 @@ from vectorlay.adapters.nerdctl import (
     run_argv,
     stop_argv,
 )
-from vectorlay.domain.replicas import ContainerSpec, GpuSlot
+from vectorlay.domain.agent.replicas import ContainerSpec, GpuSlot
 from vectorlay.errors import ConfigError, ContainerRuntimeError
 
 GPUS = (GpuSlot("0000:17:00.0", "25"), GpuSlot("0000:2a:00.0", "31"))

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.fakes.nerdctl.fake_nerdctl import Fatal, parse_env_file
-from vectorlay.adapters.nerdctl import ENV_LINE_MAX_BYTES, env_file_bytes
+from vectorlay.adapters.runtime.nerdctl import ENV_LINE_MAX_BYTES, env_file_bytes
 from vectorlay.domain.validation import env_value_problem
 from vectorlay.errors import UnsupportedEnvValue
 

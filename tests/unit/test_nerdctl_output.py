@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.nerdctl.fake_nerdctl import to_logfmt, tty_line
-from vectorlay.adapters.nerdctl import (
+from vectorlay.adapters.runtime.nerdctl import (
     LABEL_GPUS,
     LABEL_REPLICA_ID,
     Listed,
@@ -24,8 +24,8 @@ from vectorlay.adapters.nerdctl import (
     ps_status_key,
     replica_status,
 )
+from vectorlay.domain.agent.replicas import ContainerState
 from vectorlay.domain.messages import ReplicaStatus
-from vectorlay.domain.replicas import ContainerState
 from vectorlay.errors import (
     ContainerRuntimeError,
     ImageNotFound,

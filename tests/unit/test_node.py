@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vectorlay.domain.node import (
+from vectorlay.domain.fleet.node import (
     TRANSITIONS,
     Event,
     Hold,

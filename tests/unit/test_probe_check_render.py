@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from vectorlay.app.check import render
+from vectorlay.app.agent.check import render
 from vectorlay.domain.messages import Dependency, Gpu, Hardware, HostReport, Storage
 
 H100 = Gpu("0000:17:00.0", "nvidia", "10de", "2330", "GH100 [H100 SXM5 80GB]", "vfio-pci", "25")

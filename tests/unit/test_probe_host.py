@@ -24,10 +24,10 @@ from tests.fakes.host.fakehost import (
     FakeHost,
     build_fake_host,
 )
-from vectorlay.adapters import host as host_module
-from vectorlay.adapters.host import HostProbe
+from vectorlay.adapters.probe import host as host_module
+from vectorlay.adapters.probe.host import HostProbe
+from vectorlay.domain.agent.replicas import assignable_slots
 from vectorlay.domain.messages import HostReport, SystemInfoPayload
-from vectorlay.domain.replicas import assignable_slots
 
 
 @pytest.fixture
@@ -223,7 +223,7 @@ async def test_lspci_without_gpus_yields_to_sysfs_with_gpus(
     # lspci reads the /sys it sees, not $HOST_SYS: from a container it may list
     # another machine's (or only bridge) functions while the host's GPUs are there.
     host.answer("lspci", stdout=(FIXTURES / "lspci" / OTHER_HOST_LSPCI).read_bytes())
-    with caplog.at_level(logging.INFO, logger="vectorlay.adapters.host"):
+    with caplog.at_level(logging.INFO, logger="vectorlay.adapters.probe.host"):
         report = await probe(host).report()
     assert report.hardware.gpu_source == "sysfs"
     assert [g.pci_address for g in report.hardware.gpus] == PASSTHROUGH.gpu_addresses

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from vectorlay.adapters.commands import CommandResult
-from vectorlay.adapters.lspci import LspciFailed, functions_from_result, parse_vmm
-from vectorlay.adapters.pci import PciFunction, gpu_line, is_gpu, to_gpu
+from vectorlay.adapters.probe.lspci import LspciFailed, functions_from_result, parse_vmm
+from vectorlay.adapters.probe.pci import PciFunction, gpu_line, is_gpu, to_gpu
 from vectorlay.errors import ProbeError
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "lspci"

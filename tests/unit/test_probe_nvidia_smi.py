@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from vectorlay.adapters.nvidia_smi import (
+from vectorlay.adapters.probe.nvidia_smi import (
     QUERY_ARGS,
     mean_utilization,
     parse_utilization,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from vectorlay.adapters.pci import (
+from vectorlay.adapters.probe.pci import (
     PciFunction,
     clean_text,
     gpu_line,

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from vectorlay.adapters.procfs import (
+from vectorlay.adapters.probe.procfs import (
     parse_cpuinfo,
     parse_meminfo,
     parse_modules,
     read_hostname,
 )
-from vectorlay.adapters.vfio import REQUIRED_MODULES, check_vfio, missing_modules
+from vectorlay.adapters.probe.vfio import REQUIRED_MODULES, check_vfio, missing_modules
 
 VFIO = Path(__file__).resolve().parent.parent / "fixtures" / "vfio"
 CPUINFO = Path(__file__).resolve().parent.parent / "fixtures" / "cpuinfo"

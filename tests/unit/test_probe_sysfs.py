@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.fakes.host.fakehost import NVIDIA_DRIVER, PASSTHROUGH, build_fake_host
-from vectorlay.adapters import sysfs
-from vectorlay.adapters.pci import gpu_line, to_gpu
+from vectorlay.adapters.probe import sysfs
+from vectorlay.adapters.probe.pci import gpu_line, to_gpu
 
 
 def test_every_gpu_and_nothing_else(tmp_path: Path) -> None:

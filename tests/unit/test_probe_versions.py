@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from vectorlay.adapters.commands import CommandResult
-from vectorlay.adapters.versions import (
+from vectorlay.adapters.probe.versions import (
     check_tool,
     dependency_from_result,
     locate,

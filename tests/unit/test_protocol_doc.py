@@ -10,7 +10,9 @@ from typing import Any, Final
 
 import pytest
 
-from vectorlay.domain import heartbeat, messages, node
+from vectorlay.domain import messages
+from vectorlay.domain.agent import heartbeat
+from vectorlay.domain.fleet import node
 from vectorlay.errors import ProtocolError
 
 DOC: Final = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"

@@ -7,9 +7,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from vectorlay.domain.messages import DeployPayload, Gpu, ReplicaReport
-from vectorlay.domain.messages import ReplicaStatus as RS
-from vectorlay.domain.replicas import (
+from vectorlay.domain.agent.replicas import (
     ContainerSpec,
     ContainerState,
     GpuSlot,
@@ -20,6 +18,8 @@ from vectorlay.domain.replicas import (
     assignable_slots,
     container_name,
 )
+from vectorlay.domain.messages import DeployPayload, Gpu, ReplicaReport
+from vectorlay.domain.messages import ReplicaStatus as RS
 
 SECRET = "Tr0ub4dor-secret"
 SLOTS = [GpuSlot(f"0000:{0x17 + i:02x}:00.0", str(25 + i)) for i in range(4)]

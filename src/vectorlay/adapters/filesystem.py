@@ -31,7 +31,7 @@ from typing import Final
 import anyio.to_thread
 import msgspec
 
-from vectorlay.domain.identity import NodeConfig
+from vectorlay.domain.agent.identity import NodeConfig
 from vectorlay.errors import ConfigWriteError, CorruptConfig
 
 logger = logging.getLogger("vectorlay.config")

@@ -29,7 +29,8 @@ import anyio
 import msgspec
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from vectorlay.domain.identity import NodeConfig
+from vectorlay.domain.agent.identity import NodeConfig
+from vectorlay.domain.agent.replicas import ContainerSpec, ContainerState
 from vectorlay.domain.messages import (
     Dependency,
     Hardware,
@@ -42,7 +43,6 @@ from vectorlay.domain.messages import (
     decode_outbound,
     encode_text,
 )
-from vectorlay.domain.replicas import ContainerSpec, ContainerState
 from vectorlay.errors import (
     ConfigWriteError,
     ConnectionClosed,

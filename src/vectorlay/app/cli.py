@@ -33,12 +33,12 @@ from vectorlay.app.settings import (
     ControlPlaneSettings,
     LogSettings,
 )
-from vectorlay.domain.heartbeat import (
+from vectorlay.domain.agent.heartbeat import (
     DEFAULT_HEARTBEAT_INTERVAL,
     DEFAULT_OFFLINE_AFTER,
     DEFAULT_RECONNECT_DELAY,
 )
-from vectorlay.domain.replicas import DEFAULT_OCI_RUNTIME
+from vectorlay.domain.agent.replicas import DEFAULT_OCI_RUNTIME
 
 PROG = "vectorlay-agent"
 EXIT_USAGE = 2
@@ -513,13 +513,13 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
 def _dispatch(settings: CheckSettings | AgentSettings | ControlPlaneSettings) -> int:
     # Each command imports only what it needs: `check` never loads httpx.
     if isinstance(settings, CheckSettings):
-        from vectorlay.app.check import main as check_main
+        from vectorlay.app.agent.check import main as check_main
 
         return check_main(settings)
     if isinstance(settings, AgentSettings):
-        from vectorlay.app.agent import main as agent_main
+        from vectorlay.app.agent.service import main as agent_main
 
         return agent_main(settings)
-    from vectorlay.app.controlplane import main as cp_main
+    from vectorlay.app.controlplane.bootstrap import main as cp_main
 
     return cp_main(settings)

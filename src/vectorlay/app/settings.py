@@ -9,12 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vectorlay.domain.heartbeat import (
+from vectorlay.domain.agent.heartbeat import (
     DEFAULT_HEARTBEAT_INTERVAL,
     DEFAULT_OFFLINE_AFTER,
     DEFAULT_RECONNECT_DELAY,
 )
-from vectorlay.domain.replicas import DEFAULT_OCI_RUNTIME
+from vectorlay.domain.agent.replicas import DEFAULT_OCI_RUNTIME
 
 DEFAULT_STATE_DIR = Path("/var/lib/vectorlay")
 DEFAULT_DATA_PATH = Path("/data")

@@ -14,8 +14,8 @@ import pytest
 from anyio.abc import TaskStatus
 
 from tests.fakes.nerdctl.fake_nerdctl import Call, FakeNerdctl
-from vectorlay.adapters.nerdctl import NerdctlRuntime
-from vectorlay.domain.replicas import ContainerState
+from vectorlay.adapters.runtime.nerdctl import NerdctlRuntime
+from vectorlay.domain.agent.replicas import ContainerState
 from vectorlay.errors import ContainerRuntimeError
 
 

@@ -25,7 +25,7 @@ from wsproto.events import RejectConnection, RejectData
 from wsproto.events import Request as WsRequest
 from wsproto.utilities import RemoteProtocolError as WsRemoteProtocolError
 
-from vectorlay.app.cp_ws import ServerWebSocket
+from vectorlay.adapters.controlplane.websocket import ServerWebSocket
 
 log = logging.getLogger("vectorlay.controlplane")
 

@@ -8,7 +8,7 @@ Query: ``nvidia-smi --query-gpu=pci.bus_id,utilization.gpu
 
 nvidia-smi spells the bus id in upper case with an 8-digit domain while
 lspci says ``0000:a8:00.0``; both go through
-:func:`vectorlay.adapters.pci.normalize_address` before they are compared.
+:func:`vectorlay.adapters.probe.pci.normalize_address` before they are compared.
 A value nvidia-smi cannot read (``[N/A]``, ``[Not Supported]``) is left out,
 never counted as 0.  A GPU it cannot reach at all gives an error line
 instead of a row and a non-zero exit status; the other GPUs' rows still
@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from typing import Final
 
 from vectorlay.adapters.commands import first_line, run_command
-from vectorlay.adapters.pci import clean_text, normalize_address
+from vectorlay.adapters.probe.pci import clean_text, normalize_address
 
 log = logging.getLogger(__name__)
 

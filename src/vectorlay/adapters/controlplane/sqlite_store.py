@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Final, TypeVar
 
 import msgspec
 
-from vectorlay.domain.fleet import (
+from vectorlay.domain.fleet.fleet import (
     CommandKind,
     FleetChanges,
     FleetSnapshot,

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from vectorlay.adapters.commands import CommandResult, first_line, run_command
-from vectorlay.adapters.pci import clean_text
+from vectorlay.adapters.probe.pci import clean_text
 from vectorlay.domain.messages import Dependency
 
 OUTPUT_LIMIT: Final = 64 << 10

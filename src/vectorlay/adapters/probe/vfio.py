@@ -13,8 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Final
 
-from vectorlay.adapters.procfs import parse_modules, read_text
-from vectorlay.adapters.sysfs import module_present
+from vectorlay.adapters.probe.procfs import parse_modules, read_text
+from vectorlay.adapters.probe.sysfs import module_present
 from vectorlay.domain.messages import Dependency
 
 REQUIRED_MODULES: Final = ("vfio", "vfio_pci", "vfio_iommu_type1")

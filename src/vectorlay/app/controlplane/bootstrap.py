@@ -21,7 +21,7 @@ from vectorlay.app.backends import missing_backend
 from vectorlay.app.settings import ControlPlaneSettings
 
 if TYPE_CHECKING:
-    from vectorlay.app.cp_server import ControlPlane, ControlPlaneConfig
+    from vectorlay.app.controlplane.server import ControlPlane, ControlPlaneConfig
 
 log = logging.getLogger("vectorlay.controlplane")
 
@@ -52,8 +52,8 @@ def main(settings: ControlPlaneSettings) -> int:
 async def run(settings: ControlPlaneSettings) -> int:
     """Serve until SIGINT/SIGTERM; 0 after a signal, 1 when it cannot start."""
     from vectorlay.adapters.clock import SystemClock
-    from vectorlay.adapters.sqlite_store import SqliteFleetStore, StoreError
-    from vectorlay.app.cp_server import ControlPlane
+    from vectorlay.adapters.controlplane.sqlite_store import SqliteFleetStore, StoreError
+    from vectorlay.app.controlplane.server import ControlPlane
 
     try:
         store = SqliteFleetStore(settings.db)
@@ -88,7 +88,7 @@ async def run(settings: ControlPlaneSettings) -> int:
 
 
 def config_from(settings: ControlPlaneSettings) -> ControlPlaneConfig:
-    from vectorlay.app.cp_server import ControlPlaneConfig
+    from vectorlay.app.controlplane.server import ControlPlaneConfig
 
     return ControlPlaneConfig(
         org_tokens=settings.org_tokens,

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Final
 
 import anyio
 
-from vectorlay.app.cp_ws import (
+from vectorlay.adapters.controlplane.websocket import (
     CLOSE_INTERNAL,
     CLOSE_NORMAL,
     CLOSE_TOO_BIG,
@@ -28,12 +28,12 @@ from vectorlay.app.cp_ws import (
     ServerWebSocket,
     WebSocketClosed,
 )
-from vectorlay.domain.fleet import ReplicaRecord, WrongNode, agent_error
-from vectorlay.domain.heartbeat import (
+from vectorlay.domain.agent.heartbeat import (
     CLOSE_HEARTBEAT_TIMEOUT,
     CLOSE_SESSION_CONFLICT,
     CLOSE_UNAUTHORIZED,
 )
+from vectorlay.domain.fleet.fleet import ReplicaRecord, WrongNode, agent_error
 from vectorlay.domain.messages import (
     DeployResult,
     Error,
@@ -57,7 +57,7 @@ from vectorlay.domain.messages import (
 )
 
 if TYPE_CHECKING:
-    from vectorlay.app.cp_server import ControlPlane
+    from vectorlay.app.controlplane.server import ControlPlane
 
 log = logging.getLogger("vectorlay.controlplane")
 

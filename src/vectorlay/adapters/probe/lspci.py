@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from vectorlay.adapters.commands import CommandResult, first_line, run_command
-from vectorlay.adapters.pci import (
+from vectorlay.adapters.probe.pci import (
     PciFunction,
     class_name_or_known,
     clean_text,

@@ -1,7 +1,7 @@
 """PCI functions and the rule that says which of them are GPUs.
 
-Shared by the two GPU sources, :mod:`vectorlay.adapters.lspci` and
-:mod:`vectorlay.adapters.sysfs`, so that both apply exactly the same rule and
+Shared by the two GPU sources, :mod:`vectorlay.adapters.probe.lspci` and
+:mod:`vectorlay.adapters.probe.sysfs`, so that both apply exactly the same rule and
 print exactly the same ``gpu_info`` line.
 
 A GPU is a function of class display (``0300`` VGA, ``0302`` 3D, ``0380``

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
-from vectorlay.app.cp_http import (
+from vectorlay.adapters.controlplane.http import (
     Request,
     Response,
     bearer,
@@ -26,7 +26,7 @@ from vectorlay.app.cp_http import (
     json_response,
     token_matches,
 )
-from vectorlay.domain.fleet import (
+from vectorlay.domain.fleet.fleet import (
     HOLDS_GPUS,
     NoCapacity,
     NodeRecord,
@@ -47,7 +47,7 @@ from vectorlay.domain.validation import (
 from vectorlay.errors import ValidationError
 
 if TYPE_CHECKING:
-    from vectorlay.app.cp_server import ControlPlane
+    from vectorlay.app.controlplane.server import ControlPlane
 
 log = logging.getLogger("vectorlay.controlplane")
 

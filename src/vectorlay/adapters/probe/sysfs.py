@@ -25,7 +25,7 @@ import re
 from pathlib import Path
 from typing import Final
 
-from vectorlay.adapters.pci import (
+from vectorlay.adapters.probe.pci import (
     GPU_CLASSES,
     GPU_VENDORS,
     UNNAMED_DEVICE,
@@ -59,7 +59,7 @@ def read_gpu_functions(sys_root: Path) -> list[PciFunction]:
     """Every GPU function under ``$HOST_SYS/bus/pci/devices``, sorted by address.
 
     Only GPUs are returned: the class and vendor files are read first and
-    the rest only for functions that pass :func:`vectorlay.adapters.pci.is_gpu`.
+    the rest only for functions that pass :func:`vectorlay.adapters.probe.pci.is_gpu`.
     """
     try:
         entries = sorted(os.listdir(devices_dir(sys_root)))

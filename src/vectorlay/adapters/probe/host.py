@@ -43,10 +43,10 @@ import anyio.to_thread
 import psutil
 
 import vectorlay
-from vectorlay.adapters import lspci, sysfs
-from vectorlay.adapters.nvidia_smi import mean_utilization, query_utilization
-from vectorlay.adapters.pci import PciFunction, gpu_line, is_gpu, to_gpu
-from vectorlay.adapters.procfs import (
+from vectorlay.adapters.probe import lspci, sysfs
+from vectorlay.adapters.probe.nvidia_smi import mean_utilization, query_utilization
+from vectorlay.adapters.probe.pci import PciFunction, gpu_line, is_gpu, to_gpu
+from vectorlay.adapters.probe.procfs import (
     CpuInfo,
     MemInfo,
     parse_cpuinfo,
@@ -54,8 +54,8 @@ from vectorlay.adapters.procfs import (
     read_hostname,
     read_text,
 )
-from vectorlay.adapters.versions import check_tool, locate
-from vectorlay.adapters.vfio import check_vfio
+from vectorlay.adapters.probe.versions import check_tool, locate
+from vectorlay.adapters.probe.vfio import check_vfio
 from vectorlay.domain.messages import (
     Dependency,
     Hardware,

@@ -6,9 +6,9 @@ wall-clock stamps in; every method that creates work for a node returns the
 collected with :meth:`Fleet.take_changes`.
 
 Built on the shared domain: node status moves only through
-:func:`vectorlay.domain.node.step`, liveness deadlines come from
-:class:`~vectorlay.domain.heartbeat.LivenessPolicy`, and a node's capacity is
-its :func:`~vectorlay.domain.replicas.assignable_slots`.
+:func:`vectorlay.domain.fleet.node.step`, liveness deadlines come from
+:class:`~vectorlay.domain.agent.heartbeat.LivenessPolicy`, and a node's capacity is
+its :func:`~vectorlay.domain.agent.replicas.assignable_slots`.
 
 Rules (DESIGN.md section 6):
 
@@ -45,7 +45,9 @@ from typing import Final
 
 import msgspec
 
-from vectorlay.domain.heartbeat import LivenessPolicy
+from vectorlay.domain.agent.heartbeat import LivenessPolicy
+from vectorlay.domain.agent.replicas import assignable_slots
+from vectorlay.domain.fleet.node import Event, Node, Status, accepts_deploys, step
 from vectorlay.domain.messages import (
     Dependency,
     Deploy,
@@ -60,9 +62,7 @@ from vectorlay.domain.messages import (
     StopPayload,
     SystemInfoPayload,
 )
-from vectorlay.domain.node import Event, Node, Status, accepts_deploys, step
 from vectorlay.domain.redact import redact_text
-from vectorlay.domain.replicas import assignable_slots
 from vectorlay.errors import VectorlayError
 
 # --- errors ------------------------------------------------------------------

@@ -45,15 +45,15 @@ import msgspec
 from anyio.abc import ByteReceiveStream
 
 from vectorlay.adapters.commands import kill_group
-from vectorlay.domain.messages import ReplicaStatus
-from vectorlay.domain.redact import redact_text
-from vectorlay.domain.replicas import (
+from vectorlay.domain.agent.replicas import (
     DEFAULT_OCI_RUNTIME,
     ContainerSpec,
     ContainerState,
     GpuSlot,
     container_name,
 )
+from vectorlay.domain.messages import ReplicaStatus
+from vectorlay.domain.redact import redact_text
 from vectorlay.domain.validation import (
     ENV_NAME_RE,
     IOMMU_GROUP_RE,

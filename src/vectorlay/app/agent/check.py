@@ -16,10 +16,10 @@ from typing import Final
 import anyio
 import msgspec
 
-from vectorlay.adapters.host import HostProbe
+from vectorlay.adapters.probe.host import HostProbe
 from vectorlay.app.settings import CheckSettings
+from vectorlay.domain.agent.replicas import assignable_slots
 from vectorlay.domain.messages import Dependency, Gpu, HostReport, Storage
-from vectorlay.domain.replicas import assignable_slots
 
 EXIT_READY: Final = 0
 EXIT_DEGRADED: Final = 1

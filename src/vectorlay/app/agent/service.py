@@ -38,7 +38,7 @@ import msgspec
 
 from vectorlay import __version__
 from vectorlay.app.settings import AgentSettings
-from vectorlay.domain.heartbeat import (
+from vectorlay.domain.agent.heartbeat import (
     CLOSE_GOING_AWAY,
     CloseAction,
     HeartbeatPolicy,
@@ -47,7 +47,15 @@ from vectorlay.domain.heartbeat import (
     good_session,
     on_close,
 )
-from vectorlay.domain.identity import NodeConfig
+from vectorlay.domain.agent.identity import NodeConfig
+from vectorlay.domain.agent.replicas import (
+    ContainerState,
+    ReplicaTable,
+    ReportResult,
+    StartContainer,
+    StopContainer,
+    assignable_slots,
+)
 from vectorlay.domain.messages import (
     MAX_FRAME_BYTES,
     Deploy,
@@ -75,14 +83,6 @@ from vectorlay.domain.messages import (
     encode_text,
     error_message,
     rfc3339,
-)
-from vectorlay.domain.replicas import (
-    ContainerState,
-    ReplicaTable,
-    ReportResult,
-    StartContainer,
-    StopContainer,
-    assignable_slots,
 )
 from vectorlay.errors import (
     ConfigError,
@@ -948,9 +948,9 @@ def build_agent(settings: AgentSettings) -> Agent:
     # not pay for httpx, psutil and friends.
     from vectorlay.adapters.clock import SystemClock
     from vectorlay.adapters.filesystem import FileConfigStore
-    from vectorlay.adapters.host import HostProbe
-    from vectorlay.adapters.nerdctl import NerdctlRuntime
-    from vectorlay.adapters.websocket import WebSocketTransport, check_url
+    from vectorlay.adapters.probe.host import HostProbe
+    from vectorlay.adapters.runtime.nerdctl import NerdctlRuntime
+    from vectorlay.adapters.transport.websocket import WebSocketTransport, check_url
 
     if settings.control_plane_url:
         check_url(settings.control_plane_url, insecure=settings.insecure)

@@ -1,9 +1,9 @@
 """The reference control plane: one listener for the agent WebSocket, the admin API and pages.
 
-Wiring: a :class:`~vectorlay.domain.fleet.Fleet` (every decision), a
+Wiring: a :class:`~vectorlay.domain.fleet.fleet.Fleet` (every decision), a
 :class:`~vectorlay.ports.FleetStore` (durability, written before anything is
-sent), the agent sessions (:mod:`vectorlay.app.cp_session`), the HTTP side
-(:mod:`vectorlay.app.cp_api`), and one rescheduler task that sleeps until the
+sent), the agent sessions (:mod:`vectorlay.app.controlplane.session`), the HTTP side
+(:mod:`vectorlay.app.controlplane.api`), and one rescheduler task that sleeps until the
 earliest moment a disconnected node's replicas are due to move.
 """
 
@@ -18,8 +18,7 @@ import anyio
 import anyio.abc
 from anyio.abc import SocketAttribute
 
-from vectorlay.app import cp_api
-from vectorlay.app.cp_http import (
+from vectorlay.adapters.controlplane.http import (
     Request,
     Response,
     Upgrade,
@@ -27,14 +26,15 @@ from vectorlay.app.cp_http import (
     serve_connection,
     token_matches,
 )
-from vectorlay.app.cp_session import AgentSession, Phase
-from vectorlay.domain.fleet import Fleet, Send
-from vectorlay.domain.heartbeat import (
+from vectorlay.app.controlplane import api as cp_api
+from vectorlay.app.controlplane.session import AgentSession, Phase
+from vectorlay.domain.agent.heartbeat import (
     CLOSE_GOING_AWAY,
     CLOSE_UNAUTHORIZED,
     DEFAULT_OFFLINE_AFTER,
     LivenessPolicy,
 )
+from vectorlay.domain.fleet.fleet import Fleet, Send
 from vectorlay.domain.messages import MAX_FRAME_BYTES, SUBPROTOCOL
 from vectorlay.ports import Clock, FleetStore
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from vectorlay.adapters.pci import clean_text
+from vectorlay.adapters.probe.pci import clean_text
 
 _MAX_FILE: Final = 4 << 20
 # Keys that name the CPU, in order of preference: x86 and most others; the
