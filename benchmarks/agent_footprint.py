@@ -25,13 +25,11 @@ node is online, then samples the agent process and its children for
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import psutil
@@ -39,19 +37,14 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.fakes.host.fakehost import build_fake_host  # noqa: E402
-from tests.fakes.nerdctl.fake_nerdctl import FakeNerdctl  # noqa: E402
 from tests.support import (  # noqa: E402
-    agent_argv,
-    agent_env,
+    AgentNode,
+    ControlPlaneProcess,
+    Process,
     children_cpu,
-    control_plane_argv,
-    control_plane_env,
-    free_port,
+    reaping,
+    wait_for,
 )
-
-ORG = "bench-org-token"
-ADMIN = "bench-admin-token"
 
 
 def floor_rss_mb() -> float:
@@ -135,21 +128,15 @@ class CpuMeter:
         return alone, alone + reaped - before + live
 
 
-def wait_online(port: int, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/v1/nodes", headers={"Authorization": f"Bearer {ADMIN}"}
-    )
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(request, timeout=2) as response:
-                nodes = json.load(response)
-            if nodes and nodes[0]["status"] in {"online", "degraded"}:
-                return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit("the agent did not come online")
+def wait_online(cp: ControlPlaneProcess, agent: Process, timeout: float = 30) -> None:
+    def up() -> bool:
+        return any(n["status"] in {"online", "degraded"} for n in cp.nodes())
+
+    try:
+        wait_for(up, timeout, "the agent online")
+    except AssertionError:
+        print(agent.log[-2000:], file=sys.stderr)
+        raise SystemExit("the agent did not come online") from None
 
 
 def verdict(met: bool) -> str:
@@ -169,9 +156,9 @@ def children_rss(proc: psutil.Process) -> list[int]:
 def heaviest_imports(backend: str, top: int = 8) -> list[tuple[str, float]]:
     """Top-level imports of the agent's path with their cumulative import time."""
     code = ("import sys; sys.modules['trio'] = None\n" if backend == "asyncio" else "") + (
-        "import vectorlay.app.cli, vectorlay.app.agent.service, "
-        "vectorlay.adapters.transport.websocket, vectorlay.adapters.probe.host, "
-        "vectorlay.adapters.runtime.nerdctl, vectorlay.adapters.filesystem"
+        "import vectorlay.app.cli, vectorlay.app.agent.bootstrap, "
+        "vectorlay.adapters.transport, vectorlay.adapters.probe.host, "
+        "vectorlay.adapters.runtime.runtime, vectorlay.adapters.filesystem"
     )
     out = subprocess.run(
         [sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True, check=True
@@ -194,7 +181,7 @@ import sys, tracemalloc
 {"sys.modules['trio'] = None" if backend == "asyncio" else ""}
 tracemalloc.start()
 from pathlib import Path
-from vectorlay.app.agent.service import build_agent
+from vectorlay.app.agent.bootstrap import build_agent
 from vectorlay.app.settings import AgentSettings
 build_agent(AgentSettings(control_plane_url="ws://127.0.0.1:1/v1/agent",
                           org_token="x", state_dir=Path(sys.argv[1])))
@@ -225,64 +212,46 @@ def main() -> None:
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="vl-footprint-"))
-    host = build_fake_host(tmp / "host")
-    fake = FakeNerdctl(tmp / "nerdctl")
-    port = free_port()
-    cp = subprocess.Popen(
-        control_plane_argv(port, tmp / "cp.sqlite3", log_level="warning"),
-        env=control_plane_env(ORG, ADMIN),
-        stderr=subprocess.DEVNULL,
-    )
-    agent = None
-    try:
-        time.sleep(1.0)
-        agent = subprocess.Popen(
-            # The defaults of `run`: 30 s heartbeats, 5 s reconnect delay.
-            agent_argv(
-                f"ws://127.0.0.1:{port}/v1/agent",
-                state_dir=tmp / "state",
-                nerdctl=fake,
-                interval=30,
-                reconnect=5,
-                stop_timeout=30,
-                log_level="warning",
-                extra=("--backend", args.backend),
-            ),
-            env={**os.environ, **agent_env(host, fake, org_token=ORG)},
-            stderr=(tmp / "agent.log").open("wb"),
+    with reaping() as reaper:
+        cp = ControlPlaneProcess(tmp / "cp", reaper, log_level="warning").start(timeout=30)
+        node = AgentNode.build(tmp / "node", reaper)
+        # The defaults of `run`: 30 s heartbeats, 5 s reconnect delay.
+        agent = node.agent(
+            cp.url,
+            interval=30,
+            reconnect=5,
+            stop_timeout=30,
+            log_level="warning",
+            backend=args.backend,
         )
+        agent.env = {**os.environ, **agent.env}
+        agent.start(reaper)
         try:
-            wait_online(port)
-        except SystemExit:
-            print((tmp / "agent.log").read_text()[-2000:], file=sys.stderr)
-            raise
-        proc = psutil.Process(agent.pid)
-        time.sleep(2.0)  # let start-up work (probe, first heartbeat) finish
-        meter = CpuMeter(proc)
-        peak_self = peak_children = peak_both = 0
-        end = time.monotonic() + args.seconds
-        while time.monotonic() < end:
-            own = proc.memory_info().rss
-            kids = sum(children_rss(proc))
-            peak_self, peak_children = max(peak_self, own), max(peak_children, kids)
-            peak_both = max(peak_both, own + kids)
-            meter.sample()
-            time.sleep(0.5)
-        used, used_all = meter.totals()
-        # Peak over the life of the process, start-up included.
-        with open(f"/proc/{agent.pid}/status") as fh:
-            hwm = vm_hwm_mb(fh.read())
-    finally:
-        for p in (agent, cp):
-            if p is not None:
-                p.terminate()
+            wait_online(cp, agent)
+            proc = psutil.Process(agent.pid)
+            time.sleep(2.0)  # let start-up work (probe, first heartbeat) finish
+            meter = CpuMeter(proc)
+            peak_self = peak_children = peak_both = 0
+            end = time.monotonic() + args.seconds
+            while time.monotonic() < end:
+                own = proc.memory_info().rss
+                kids = sum(children_rss(proc))
+                peak_self, peak_children = max(peak_self, own), max(peak_children, kids)
+                peak_both = max(peak_both, own + kids)
+                meter.sample()
+                time.sleep(0.5)
+            used, used_all = meter.totals()
+            # Peak over the life of the process, start-up included.
+            with open(f"/proc/{agent.pid}/status") as fh:
+                hwm = vm_hwm_mb(fh.read())
+        finally:
+            for p in (agent, cp.proc):
+                if p is None or not p.alive():
+                    continue
                 try:
-                    p.wait(10)
+                    p.terminate(10)
                 except subprocess.TimeoutExpired:
                     print(f"pid {p.pid} ignored SIGTERM for 10 s; killed", file=sys.stderr)
-                    p.kill()
-                    p.wait(5)
-        fake.close()
 
     floor = floor_rss_mb()
     stack, tls = stack_floor(args.backend)

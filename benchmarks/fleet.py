@@ -27,116 +27,105 @@ import logging
 import os
 import random
 import resource
-import signal
 import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import anyio
-import anyio.abc
-import httpx
+import anyio.to_thread
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.support import control_plane_argv, control_plane_env, free_port
+from tests.support import ORG_TOKEN, ControlPlaneProcess, reaping
 
 from vectorlay.adapters.clock import SystemClock
 from vectorlay.adapters.memory import MemoryConfigStore, MemoryRuntime, StaticProbe, sample_report
-from vectorlay.adapters.transport.websocket import WebSocketConnection, WebSocketTransport
-from vectorlay.app.agent.service import Agent, AgentConfig
-
-ORG_TOKEN = "bench-org-token"
-ADMIN_TOKEN = "bench-admin-token"
-
+from vectorlay.adapters.transport import WebSocketConnection, WebSocketTransport
+from vectorlay.app.agent.config import AgentConfig
+from vectorlay.app.agent.service import Agent
 
 # --- the control-plane process ---------------------------------------------------------
+# The agents share this event loop: every blocking call on the process runs in a thread.
 
 
-@dataclass
-class ControlPlaneProcess:
-    port: int
-    db: Path
-    offline_after: float
-    process: anyio.abc.Process | None = None
-    ps: psutil.Process | None = None
+async def start(cp: ControlPlaneProcess) -> None:
+    await anyio.to_thread.run_sync(partial(cp.start, timeout=30))
 
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
-    async def start(self) -> None:
-        env = {**control_plane_env(ORG_TOKEN, ADMIN_TOKEN), "VECTORLAY_LOG_LEVEL": "warning"}
-        argv = control_plane_argv(
-            self.port, self.db, offline_after=self.offline_after, log_level="warning"
-        )
-        self.process = await anyio.open_process(argv, env=env, stdout=None, stderr=None)
-        self.ps = psutil.Process(self.process.pid)
-        async with httpx.AsyncClient(base_url=self.base_url) as http:
-            with anyio.fail_after(30):
-                while True:
-                    try:
-                        if (await http.get("/healthz")).status_code == 200:
-                            return
-                    except httpx.TransportError:
-                        pass
-                    await anyio.sleep(0.05)
+async def stop(cp: ControlPlaneProcess, *, crash: bool = False) -> None:
+    """SIGTERM (sessions closed with 1001), or SIGKILL with ``crash`` (sockets just drop)."""
+    await anyio.to_thread.run_sync(cp.kill if crash else partial(cp.terminate, 60))
 
-    async def stop(self, *, crash: bool = False) -> None:
-        """SIGTERM (sessions closed with 1001), or SIGKILL with ``crash`` (sockets just drop)."""
-        if self.process is None:
-            return
-        self.process.send_signal(signal.SIGKILL if crash else signal.SIGTERM)
-        with anyio.fail_after(60):
-            await self.process.wait()
-        self.process = None
 
-    def cpu_seconds(self) -> float:
-        assert self.ps is not None
-        times = self.ps.cpu_times()
-        return float(times.user + times.system)
+def cpu_seconds(cp: ControlPlaneProcess) -> float:
+    times = psutil.Process(cp.pid).cpu_times()
+    return float(times.user + times.system)
 
-    def rss_mb(self) -> float:
-        assert self.ps is not None
-        return float(self.ps.memory_info().rss) / 2**20
 
-    async def online(self) -> int:
-        async with httpx.AsyncClient(
-            base_url=self.base_url,
-            headers={"authorization": f"Bearer {ADMIN_TOKEN}"},
-            timeout=60,
-        ) as http:
-            nodes = (await http.get("/v1/nodes")).json()
-        return sum(1 for n in nodes if n["status"] == "online")
+def rss_mb(cp: ControlPlaneProcess) -> float:
+    return float(psutil.Process(cp.pid).memory_info().rss) / 2**20
+
+
+async def online(cp: ControlPlaneProcess) -> int:
+    nodes = await anyio.to_thread.run_sync(cp.nodes)
+    return sum(1 for n in nodes if n["status"] == "online")
 
 
 # --- agents --------------------------------------------------------------------------------
 
 
+# msgspec writes the tag field first: a heartbeat frame starts with this.
+HEARTBEAT_PREFIX = '{"type":"heartbeat"'
+
+
+class CountingConnection:
+    """The real connection, counting the heartbeats the agent sends on it."""
+
+    def __init__(self, inner: WebSocketConnection, transport: CountingTransport) -> None:
+        self.inner = inner
+        self.transport = transport
+
+    async def send(self, text: str) -> None:
+        if text.startswith(HEARTBEAT_PREFIX):
+            self.transport.heartbeats += 1
+        await self.inner.send(text)
+
+    async def receive(self) -> str | bytes:
+        return await self.inner.receive()
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        await self.inner.close(code, reason)
+
+
 class CountingTransport:
-    """The real transport, with every connection attempt time-stamped."""
+    """The real transport, with every connection attempt time-stamped and every
+    heartbeat sent counted."""
 
     def __init__(self, inner: WebSocketTransport) -> None:
         self.inner = inner
         self.attempts: list[float] = []
+        self.heartbeats = 0
 
     @asynccontextmanager
-    async def connect(self, url: str, credential: str) -> AsyncIterator[WebSocketConnection]:
+    async def connect(self, url: str, credential: str) -> AsyncIterator[CountingConnection]:
         self.attempts.append(time.monotonic())
         async with self.inner.connect(url, credential) as conn:
-            yield conn
+            yield CountingConnection(conn, self)
 
 
 @dataclass
 class Fleet:
+    transport: CountingTransport
     agents: list[Agent] = field(default_factory=list)
 
     def heartbeats(self) -> int:
-        return sum(a.seq for a in self.agents)
+        return self.transport.heartbeats
 
     def sessions(self) -> list[int]:
         return [a.sessions for a in self.agents]
@@ -185,9 +174,9 @@ async def storm(
     before = fleet.sessions()
     first_attempt = len(transport.attempts)
     t0 = time.monotonic()
-    await cp.stop(crash=crash)
+    await stop(cp, crash=crash)
     down = time.monotonic()
-    await cp.start()
+    await start(cp)
     cp_down_for = time.monotonic() - down
     stop_took = down - t0
     back_after: float | None = None
@@ -227,18 +216,24 @@ def raise_fd_limit() -> None:
 async def main(args: argparse.Namespace) -> None:
     raise_fd_limit()
     n, interval = args.agents, args.interval
-    with tempfile.TemporaryDirectory(prefix="vectorlay-fleet-") as tmp:
-        cp = ControlPlaneProcess(free_port(), Path(tmp) / "cp.sqlite3", args.offline_after)
-        await cp.start()
-        idle_start = cp.cpu_seconds()
+    with tempfile.TemporaryDirectory(prefix="vectorlay-fleet-") as tmp, reaping() as reaper:
+        cp = ControlPlaneProcess(
+            Path(tmp),
+            reaper,
+            offline_after=args.offline_after,
+            log_level="warning",
+            http_timeout=60,  # listing thousands of nodes under load
+        )
+        await start(cp)
+        idle_start = cpu_seconds(cp)
         await anyio.sleep(args.measure / 4)
-        idle_cpu = (cp.cpu_seconds() - idle_start) / (args.measure / 4)
+        idle_cpu = (cpu_seconds(cp) - idle_start) / (args.measure / 4)
 
-        url = f"ws://127.0.0.1:{cp.port}/v1/agent"
+        url = cp.url
         transport = CountingTransport(
             WebSocketTransport(user_agent="vectorlay-bench", ping_after=2 * interval)
         )
-        fleet = Fleet([make_agent(url, transport, interval) for _ in range(n)])
+        fleet = Fleet(transport, [make_agent(url, transport, interval) for _ in range(n)])
         me = psutil.Process()
         async with anyio.create_task_group() as tg:
             started = time.monotonic()
@@ -250,7 +245,7 @@ async def main(args: argparse.Namespace) -> None:
                 while min(fleet.sessions()) < 1:
                     await anyio.sleep(0.2)
                 ramp_time = time.monotonic() - started
-                while (held := await cp.online()) < n:
+                while (held := await online(cp)) < n:
                     await anyio.sleep(1.0)
             print(f"agents: {n}, heartbeat interval {interval:g} s, host CPUs {os.cpu_count()}")
             print(f"sessions held: {held} of {n} online (all connected after {ramp_time:.1f} s)")
@@ -258,14 +253,14 @@ async def main(args: argparse.Namespace) -> None:
             await anyio.sleep(2 * interval)  # every agent past its first beats
             hb0, cpu0, me0, t0 = (
                 fleet.heartbeats(),
-                cp.cpu_seconds(),
+                cpu_seconds(cp),
                 me.cpu_times(),
                 time.monotonic(),
             )
             await anyio.sleep(args.measure)
             hb1, cpu1, me1, t1 = (
                 fleet.heartbeats(),
-                cp.cpu_seconds(),
+                cpu_seconds(cp),
                 me.cpu_times(),
                 time.monotonic(),
             )
@@ -275,7 +270,7 @@ async def main(args: argparse.Namespace) -> None:
             print(
                 f"control-plane CPU: {1000 * cp_cpu / max(beats, 1) * 1000:.0f} ms per 1,000 "
                 f"heartbeats ({100 * cp_cpu / span:.1f}% of one core with {held} sessions; "
-                f"idle with no sessions: {100 * idle_cpu:.1f}%); RSS {cp.rss_mb():.0f} MiB"
+                f"idle with no sessions: {100 * idle_cpu:.1f}%); RSS {rss_mb(cp):.0f} MiB"
             )
             print(f"agents' process CPU: {100 * agents_cpu / span:.1f}% of one core")
 
@@ -288,7 +283,7 @@ async def main(args: argparse.Namespace) -> None:
             for agent in fleet.agents:
                 agent.rand = lambda: 0.0  # no jitter: every agent retries after exactly 5 s
             fixed = await storm("fixed 5 s retry", cp, fleet, transport, limit=limit, crash=crash)
-            back = await cp.online()
+            back = await online(cp)
             how = "killed (SIGKILL)" if crash else "stopped (SIGTERM)"
             print(f"reconnect storm (control plane {how} and restarted with {n} connected):")
             print(f"  {'policy':<24}{'all back after':>16}{'peak attempts/s':>18}{'attempts':>10}")
@@ -303,7 +298,7 @@ async def main(args: argparse.Namespace) -> None:
             )
             for agent in fleet.agents:
                 agent.request_stop()
-        await cp.stop()
+        await stop(cp)
 
 
 def parse() -> argparse.Namespace:

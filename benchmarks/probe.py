@@ -38,12 +38,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
-from tests.fakes.host.fakehost import (  # noqa: E402
-    NVIDIA_DRIVER,
-    PASSTHROUGH,
-    FakeHost,
-    build_fake_host,
-)
+from tests.support import NVIDIA_DRIVER, PASSTHROUGH, FakeHost, build_fake_host  # noqa: E402
 
 from vectorlay.adapters.commands import run_command  # noqa: E402
 from vectorlay.adapters.probe.host import HostProbe  # noqa: E402

@@ -44,10 +44,9 @@ import anyio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.fakes.nerdctl.fake_nerdctl import FakeNerdctl
-from tests.support import children_cpu
+from tests.support import FakeNerdctl, children_cpu
 
-from vectorlay.adapters.runtime.nerdctl import NerdctlRuntime, ps_argv
+from vectorlay.adapters.runtime import NerdctlRuntime, ps_argv
 from vectorlay.domain.agent.replicas import ContainerSpec, ContainerState, GpuSlot
 from vectorlay.domain.messages import ReplicaStatus
 

@@ -1,16 +1,33 @@
-"""Every async test runs on both anyio backends: asyncio and trio."""
+"""Every async test runs on both anyio backends: asyncio and trio.
+
+Whatever a test starts (processes, peers, fake nerdctl calls) goes to the
+``reaper`` fixture, which ends it when the test does.
+"""
 
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.support.processes import Reaper
 
 
 @pytest.fixture(params=["asyncio", "trio"])
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
+
+
+@pytest.fixture
+def reaper() -> Iterator[Reaper]:
+    # Imported here: a unit test that starts nothing never loads the support package.
+    from tests.support.processes import reaping
+
+    with reaping() as started:
+        yield started
 
 
 @pytest.hookimpl(tryfirst=True)

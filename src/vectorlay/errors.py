@@ -1,4 +1,4 @@
-"""One exception tree for every layer.
+"""One exception tree for every layer and both programs.
 
 Adapters translate the errors of the libraries and programs they wrap into
 these classes at their boundary (``raise ConnectionLost(...) from exc``), so
@@ -27,7 +27,7 @@ class FatalError(VectorlayError):
 class ProtocolError(VectorlayError):
     """An inbound frame could not be turned into a message.
 
-    ``code`` is the PROTOCOL.md error code to answer with.  ``message_type``
+    ``code`` is the error code to answer with (``docs/protocol.md``).  ``message_type``
     and ``replica_id`` are filled in when they could still be read, so that a
     broken ``deploy`` can be answered with a ``deploy_result``.
     """
@@ -105,10 +105,6 @@ class Unauthorized(TransportError):
     """The control plane rejected our credential (4401, or 401/403 at the handshake)."""
 
 
-class SessionConflict(TransportError):
-    """Another session for this node is open (4409)."""
-
-
 class PeerUnresponsive(ConnectionLost):
     """No pong to our keepalive ping in time: a half-open connection."""
 
@@ -170,3 +166,47 @@ class ConfigWriteError(ConfigError):
 
 class ProbeError(VectorlayError):
     """A host probe failed in a way that has no place in the report."""
+
+
+# --- reference control plane ---------------------------------------------
+
+
+class FleetError(VectorlayError):
+    """A request the fleet refuses: an operator's, or a session's claim."""
+
+
+class UnknownNode(FleetError):
+    pass
+
+
+class UnknownReplica(FleetError):
+    pass
+
+
+class ReplicaExists(FleetError):
+    pass
+
+
+class NoCapacity(FleetError):
+    """No online node has enough free GPUs."""
+
+
+class WrongNode(FleetError):
+    """A session claimed a node id its credential does not belong to."""
+
+
+class StoreError(VectorlayError):
+    """The fleet store cannot be opened, read or written."""
+
+
+class WebSocketClosed(VectorlayError):
+    """An agent's session is over: it closed (with ``code``) or the socket went away (1006)."""
+
+    def __init__(self, code: int, reason: str = "") -> None:
+        super().__init__(f"websocket closed (code {code})")
+        self.code = code
+        self.reason = reason
+
+
+class MessageTooBig(VectorlayError):
+    """A message from an agent grew past the limit while being received."""

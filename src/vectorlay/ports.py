@@ -124,14 +124,16 @@ __all__ = [
 
 if TYPE_CHECKING:
     # Only annotations need them: the agent never loads the control plane's domain.
-    from vectorlay.domain.fleet.fleet import FleetChanges, FleetSnapshot, NodeRecord
+    from vectorlay.domain.fleet.records import FleetChanges, FleetSnapshot, NodeRecord
 
 
 class FleetStore(Protocol):
     """Where a control plane keeps nodes, replicas and unanswered commands.
 
-    The reference control plane uses SQLite (``adapters/sqlite_store.py``); a
-    fleet-scale deployment puts PostgreSQL or Redis behind the same methods.
+    The reference control plane uses SQLite
+    (``adapters/controlplane/sqlite_store.py``; its in-memory twin is
+    ``adapters/memory.py``'s ``MemoryFleetStore``); a fleet-scale deployment
+    puts PostgreSQL or Redis behind the same methods.
     Node tokens are handed over in clear only to be hashed: a store keeps a
     digest and compares in constant time.
     """

@@ -5,7 +5,7 @@ Strategies (hypothesis) cover every inbound message: valid ``deploy``,
 field wrong; random JSON; random text and bytes; frames at and over the
 1 MiB limit; deeply nested JSON; bytes that are not UTF-8.
 
-The oracle reads a frame the way PROTOCOL.md describes it, written here
+The oracle reads a frame the way docs/protocol.md describes it, written here
 independently of the agent's codec: a frame of at most 1 MiB of UTF-8 JSON
 (RFC 8259: no ``NaN``) whose object has ``type`` ``deploy``/``stop`` and a
 ``payload`` object with a string ``replica_id`` must get exactly one result;
@@ -161,7 +161,7 @@ def gpu_count_ok(value: Any) -> bool:
 
 
 def deploy_ok(payload: Mapping[str, Any]) -> bool:
-    """Every field of a deploy payload as PROTOCOL.md allows it (unknown keys ignored)."""
+    """Every field of a deploy payload as docs/protocol.md allows it (unknown keys ignored)."""
     return (
         replica_id_ok(payload.get("replica_id"))
         and image_ok(payload.get("image"))

@@ -24,6 +24,7 @@ from tests.faults.frames import (
     deploy_ok,
     leaks,
 )
+from tests.support.tokens import NODE_TOKEN
 from vectorlay.adapters.memory import (
     ManualClock,
     MemoryConfigStore,
@@ -33,7 +34,8 @@ from vectorlay.adapters.memory import (
     StaticProbe,
     sample_report,
 )
-from vectorlay.app.agent.service import Agent, AgentConfig
+from vectorlay.app.agent.config import AgentConfig
+from vectorlay.app.agent.service import Agent
 from vectorlay.domain.agent.identity import NodeConfig
 from vectorlay.domain.agent.replicas import ContainerSpec, ContainerState
 from vectorlay.domain.messages import (
@@ -48,7 +50,6 @@ from vectorlay.domain.messages import (
 from vectorlay.errors import ProtocolError, TransportError
 
 URL = "ws://127.0.0.1:8787/v1/agent"
-NODE_TOKEN = "fz-node-token-3b1c9e"
 NODE = NodeConfig("node-fuzz", NODE_TOKEN, URL)
 GPUS = 2
 WAIT = 10.0  # seconds for every owed answer to arrive

@@ -14,7 +14,7 @@ import pytest
 
 from tests.fakes.nerdctl.testing import install, runtime
 from tests.faults.inproc import heartbeat_times
-from tests.faults.procs import max_gap
+from tests.faults.recording import max_gap
 from tests.faults.scenarios import CADENCE, runtime_chaos
 from vectorlay.domain.agent.replicas import ContainerSpec
 from vectorlay.errors import ContainerRuntimeError

@@ -8,7 +8,6 @@ process with a fake host: fake programs alone on ``PATH`` and fake
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from tests.fakes.host.fakehost import (
     build_fake_host,
     running,
 )
+from tests.support import vectorlay_argv
 from vectorlay.domain.messages import HostReport
 
 pytestmark = pytest.mark.integration
@@ -41,7 +41,7 @@ def host(tmp_path: Path) -> FakeHost:
 def check(host: FakeHost, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     env = host.env({"PYTHONPATH": str(SRC), "LC_ALL": "C.UTF-8"})
     return subprocess.run(
-        [sys.executable, "-m", "vectorlay", "check", *args],
+        vectorlay_argv("check", *args),
         env=env,
         capture_output=True,
         text=True,

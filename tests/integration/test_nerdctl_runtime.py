@@ -15,12 +15,12 @@ from tests.fakes.nerdctl.fake_nerdctl import FakeNerdctl
 from tests.fakes.nerdctl.testing import (
     alive,
     calls_of,
-    eventually,
     install,
     max_overlap,
     runtime,
 )
-from vectorlay.adapters.runtime.nerdctl import NerdctlRuntime
+from tests.support import eventually
+from vectorlay.adapters.runtime import NerdctlRuntime
 from vectorlay.domain.agent.replicas import (
     ContainerSpec,
     ContainerState,

@@ -12,8 +12,9 @@ import anyio
 import pytest
 
 from tests.fakes.nerdctl.fake_nerdctl import FakeNerdctl, publish
-from tests.fakes.nerdctl.testing import Watcher, calls_of, eventually, install, runtime
-from vectorlay.adapters.runtime.nerdctl import NerdctlRuntime
+from tests.fakes.nerdctl.testing import Watcher, calls_of, install, runtime
+from tests.support import eventually
+from vectorlay.adapters.runtime import NerdctlRuntime
 from vectorlay.domain.agent.replicas import ContainerSpec
 from vectorlay.domain.messages import ReplicaStatus
 

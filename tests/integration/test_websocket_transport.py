@@ -1,6 +1,6 @@
 """The httpx-ws transport against a real WebSocket server on 127.0.0.1.
 
-Every async test runs on asyncio and trio; the server (tests/integration/
+Every async test runs on asyncio and trio; the server (tests/support/
 wspeer.py) runs on its own asyncio loop in a background thread.
 """
 
@@ -18,14 +18,16 @@ from pathlib import Path
 import anyio
 import pytest
 
-from tests.integration.wspeer import (
+from tests.support import NODE_TOKEN as TOKEN
+from tests.support import free_port
+from tests.support.wspeer import (
     PeerSession,
     TestCertificates,
     WsPeer,
     call,
     make_certificates,
 )
-from vectorlay.adapters.transport.websocket import (
+from vectorlay.adapters.transport import (
     CLOSE_TIMEOUT,
     WebSocketConnection,
     WebSocketTransport,
@@ -46,7 +48,6 @@ from vectorlay.errors import (
 
 pytestmark = pytest.mark.integration
 
-TOKEN = "tok-Secret-7f3a9c2e41b0"
 USER_AGENT = "vectorlay-agent/0.1.0"
 
 
@@ -76,12 +77,6 @@ async def session_with(
     """A connected client and the peer's end of the same session."""
     async with (client or transport()).connect(url or peer.url, TOKEN) as conn:
         yield conn, await call(peer.accept)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # --- URL policy ---------------------------------------------------------------

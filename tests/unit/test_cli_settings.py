@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.support import ORG_TOKEN as SECRET
 from vectorlay import __version__
 from vectorlay.app import cli, logs
 from vectorlay.app.cli import (
@@ -25,8 +26,6 @@ from vectorlay.app.cli import (
     main,
 )
 from vectorlay.app.settings import AgentSettings, CheckSettings, ControlPlaneSettings
-
-SECRET = "org-tok-SECRET-5f2c"
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -195,7 +194,7 @@ def fake_main(settings):
         getattr(log, level)(level.upper() + "-LINE")
     logging.getLogger("httpx").error("THIRD-PARTY-ERROR-LINE")
     return 0
-for name in ("vectorlay.app.agent.service", "vectorlay.app.controlplane.bootstrap"):
+for name in ("vectorlay.app.agent.bootstrap", "vectorlay.app.controlplane.bootstrap"):
     fake = types.ModuleType(name)
     fake.main = fake_main
     sys.modules[name] = fake
@@ -338,7 +337,7 @@ def test_other_token_file_problems_stay_usage_errors_with_node_json(tmp_path: Pa
 def test_main_logs_the_missing_token_file_note(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    seen = install_fake_command(monkeypatch, "vectorlay.app.agent.service", 0)
+    seen = install_fake_command(monkeypatch, "vectorlay.app.agent.bootstrap", 0)
     state = registered_state(tmp_path)
     with caplog.at_level(logging.INFO, logger="vectorlay.cli"):
         code = main(
@@ -637,7 +636,7 @@ def install_fake_command(monkeypatch: pytest.MonkeyPatch, module: str, code: int
     ("argv", "module", "kind"),
     [
         (["check", "--json"], "vectorlay.app.agent.check", CheckSettings),
-        (["run", "--heartbeat-interval", "7"], "vectorlay.app.agent.service", AgentSettings),
+        (["run", "--heartbeat-interval", "7"], "vectorlay.app.agent.bootstrap", AgentSettings),
         (
             ["control-plane", "--listen", "127.0.0.1:1"],
             "vectorlay.app.controlplane.bootstrap",
@@ -656,7 +655,7 @@ def test_main_dispatches_with_settings_and_returns_the_exit_code(
 
 
 def test_main_reads_the_real_environment_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
-    seen = install_fake_command(monkeypatch, "vectorlay.app.agent.service", 0)
+    seen = install_fake_command(monkeypatch, "vectorlay.app.agent.bootstrap", 0)
     monkeypatch.setenv("VECTORLAY_HEARTBEAT_INTERVAL", "3")
     monkeypatch.setenv("VECTORLAY_ORG_TOKEN", SECRET)
     assert main(["run"]) == 0
@@ -669,7 +668,7 @@ def test_main_reads_the_real_environment_by_default(monkeypatch: pytest.MonkeyPa
 def test_secrets_leave_the_environment_once_read(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    import vectorlay.app.agent.service as agent_module
+    import vectorlay.app.agent.bootstrap as agent_module
 
     seen: dict[str, object] = {}
 

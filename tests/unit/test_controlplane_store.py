@@ -1,28 +1,33 @@
-"""The SQLite fleet store: round trip, hashed tokens, file modes, bad files."""
+"""Every fleet store keeps the same contract: SQLite's and its in-memory twin.
+
+The SQLite file itself (reopening, modes, digests on disk, bad files) is
+checked in ``tests/integration/test_controlplane_sqlite_store.py``.
+"""
 
 from __future__ import annotations
 
-import sqlite3
-import stat
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
-from vectorlay.adapters.controlplane.sqlite_store import SqliteFleetStore, StoreError, token_digest
-from vectorlay.adapters.memory import sample_report
-from vectorlay.domain.fleet.fleet import (
+from tests.support.tokens import NODE_TOKEN as TOKEN
+from vectorlay.adapters.controlplane.sqlite_store import MEMORY, SqliteFleetStore
+from vectorlay.adapters.memory import MemoryFleetStore, sample_report
+from vectorlay.domain.fleet.node import Hold, Node, Status
+from vectorlay.domain.fleet.records import (
     CommandKind,
     FleetChanges,
+    FleetSnapshot,
     NodeRecord,
     PendingCommand,
     ReplicaPhase,
     ReplicaRecord,
 )
-from vectorlay.domain.fleet.node import Hold, Node, Status
+from vectorlay.errors import StoreError
+from vectorlay.ports import FleetStore
 
 WALL = datetime(2026, 1, 1, 12, 30, tzinfo=UTC)
-TOKEN = "node-token-abcdefghijklmnopqrstuvwxyz"
 
 
 def node(node_id: str = "node-1") -> NodeRecord:
@@ -39,19 +44,31 @@ def node(node_id: str = "node-1") -> NodeRecord:
     )
 
 
-def mode(path: Path) -> int:
-    return stat.S_IMODE(path.stat().st_mode)
+def replica(replica_id: str = "r1", **env: str) -> ReplicaRecord:
+    return ReplicaRecord(
+        replica_id, "ghcr.io/a/b:1", 1, dict(env), "node-1", ReplicaPhase.RUNNING, None
+    )
 
 
-async def test_round_trip_survives_reopening(tmp_path: Path) -> None:
-    db = tmp_path / "cp.sqlite3"
-    store = SqliteFleetStore(db)
+@pytest.fixture(params=["sqlite", "memory"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[FleetStore]:
+    kept: FleetStore = SqliteFleetStore(MEMORY) if request.param == "sqlite" else MemoryFleetStore()
+    yield kept
+    await kept.aclose()
+
+
+async def test_a_new_store_is_empty(store: FleetStore) -> None:
+    assert await store.load() == FleetSnapshot()
+    assert await store.node_for_token(TOKEN) is None
+
+
+async def test_what_is_saved_is_loaded(store: FleetStore) -> None:
     record = node()
-    replica = ReplicaRecord("r1", "ghcr.io/a/b:1", 1, {"K": "v"}, "node-1", ReplicaPhase.RUNNING)
+    kept = replica(K="v")
     await store.add_node(record, TOKEN)
     await store.save(
         FleetChanges(
-            replicas=[replica],
+            replicas=[kept],
             commands_put=[
                 PendingCommand("node-1", "r1", CommandKind.DEPLOY, 3),
                 PendingCommand("node-1", "r2", CommandKind.STOP, 4),
@@ -59,108 +76,102 @@ async def test_round_trip_survives_reopening(tmp_path: Path) -> None:
         )
     )
     await store.save(FleetChanges(commands_deleted=[("node-1", "r2")]))
-    await store.aclose()
-
-    again = SqliteFleetStore(db)
-    snapshot = await again.load()
+    snapshot = await store.load()
     assert snapshot.nodes == [record]
-    assert snapshot.replicas == [replica]
+    assert snapshot.replicas == [kept]
     assert snapshot.commands == [PendingCommand("node-1", "r1", CommandKind.DEPLOY, 3)]
-    assert await again.node_for_token(TOKEN) == "node-1"
-    await again.aclose()
 
 
-async def test_tokens_are_kept_as_digests_only(tmp_path: Path) -> None:
-    db = tmp_path / "cp.sqlite3"
-    store = SqliteFleetStore(db)
+async def test_a_later_write_replaces_an_earlier_one(store: FleetStore) -> None:
+    await store.save(
+        FleetChanges(
+            nodes=[NodeRecord("node-2"), NodeRecord("node-1")],
+            replicas=[replica("r2"), replica("r1")],
+            commands_put=[PendingCommand("node-1", "r1", CommandKind.DEPLOY, 1)],
+        )
+    )
+    stopped = ReplicaRecord("r1", "ghcr.io/a/b:1", 1, {}, "node-1", ReplicaPhase.STOPPED)
+    await store.save(
+        FleetChanges(
+            replicas=[stopped],
+            commands_put=[PendingCommand("node-1", "r1", CommandKind.STOP, 2)],
+        )
+    )
+    snapshot = await store.load()
+    assert [n.node_id for n in snapshot.nodes] == ["node-1", "node-2"]  # in id order
+    assert snapshot.replicas == [stopped, replica("r2")]
+    assert snapshot.commands == [PendingCommand("node-1", "r1", CommandKind.STOP, 2)]
+
+
+async def test_commands_load_oldest_first(store: FleetStore) -> None:
+    commands = [
+        PendingCommand("node-2", "r1", CommandKind.DEPLOY, 7),
+        PendingCommand("node-1", "r9", CommandKind.STOP, 2),
+        PendingCommand("node-1", "r3", CommandKind.DEPLOY, 5),
+    ]
+    await store.save(FleetChanges(commands_put=commands))
+    assert [c.seq for c in (await store.load()).commands] == [2, 5, 7]
+
+
+async def test_a_token_finds_only_its_node(store: FleetStore) -> None:
     await store.add_node(node(), TOKEN)
+    await store.add_node(node("node-2"), TOKEN + "-2")
     assert await store.node_for_token(TOKEN) == "node-1"
+    assert await store.node_for_token(TOKEN + "-2") == "node-2"
     assert await store.node_for_token(TOKEN + "x") is None
     assert await store.node_for_token("") is None
-    await store.aclose()
-    raw = b"".join(p.read_bytes() for p in tmp_path.iterdir())
-    assert TOKEN.encode() not in raw
-    with sqlite3.connect(db) as conn:
-        (digest,) = conn.execute("SELECT token_hash FROM nodes").fetchone()
-    assert digest == token_digest(TOKEN)
 
 
-async def test_a_node_update_keeps_its_token(tmp_path: Path) -> None:
-    store = SqliteFleetStore(tmp_path / "cp.sqlite3")
+async def test_a_node_update_keeps_its_token(store: FleetStore) -> None:
     await store.add_node(node(), TOKEN)
     await store.save(FleetChanges(nodes=[NodeRecord("node-1")]))
     assert await store.node_for_token(TOKEN) == "node-1"
     assert (await store.load()).nodes == [NodeRecord("node-1")]
-    await store.aclose()
 
 
-async def test_file_and_wal_companions_are_private(tmp_path: Path) -> None:
-    db = tmp_path / "cp.sqlite3"
-    db.touch(mode=0o644)
-    db.chmod(0o644)
-    store = SqliteFleetStore(db)
-    await store.add_node(node(), TOKEN)
-    files = [p for p in tmp_path.iterdir() if p.name.startswith("cp.sqlite3")]
-    assert {p.name for p in files} >= {"cp.sqlite3", "cp.sqlite3-wal"}
-    assert {p.name: mode(p) for p in files} == {p.name: 0o600 for p in files}
-    await store.aclose()
-
-
-async def test_duplicate_node_id_is_refused(tmp_path: Path) -> None:
-    store = SqliteFleetStore(tmp_path / "cp.sqlite3")
+async def test_duplicate_node_id_is_refused(store: FleetStore) -> None:
     await store.add_node(node(), TOKEN)
     with pytest.raises(StoreError, match="cannot write"):
         await store.add_node(node(), "another-token")
+    assert await store.node_for_token("another-token") is None
+
+
+async def test_a_closed_store_refuses_work(store: FleetStore) -> None:
+    await store.add_node(node(), TOKEN)
     await store.aclose()
-
-
-def test_a_file_that_is_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
-    db = tmp_path / "cp.sqlite3"
-    db.write_bytes(b"this is not sqlite at all" * 100)
-    with pytest.raises(StoreError, match=r"cp\.sqlite3: cannot open the store"):
-        SqliteFleetStore(db)
-
-
-def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
-    db = tmp_path / "cp.sqlite3"
-    with sqlite3.connect(db) as conn:
-        conn.execute("PRAGMA user_version = 99")
-    with pytest.raises(StoreError, match="schema version 99"):
-        SqliteFleetStore(db)
-
-
-async def test_an_unreadable_record_is_a_clear_error(tmp_path: Path) -> None:
-    db = tmp_path / "cp.sqlite3"
-    SqliteFleetStore(db)
-    with sqlite3.connect(db) as conn:
-        conn.execute("INSERT INTO replicas VALUES ('r9', ?)", (b'{"replica_id": 5}',))
-    store = SqliteFleetStore(db)
-    with pytest.raises(StoreError, match="replica r9 is not readable"):
+    with pytest.raises(StoreError):
         await store.load()
-    await store.aclose()
+    with pytest.raises(StoreError):
+        await store.node_for_token(TOKEN)
+    with pytest.raises(StoreError):
+        await store.save(FleetChanges(nodes=[NodeRecord("node-1")]))
 
 
-INSERTS = {
-    "node": "INSERT INTO nodes (node_id, record) VALUES ('n9', ?)",
-    "replica": "INSERT INTO replicas (replica_id, record) VALUES ('n9', ?)",
-}
+# --- the in-memory twin -----------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", sorted(INSERTS))
-async def test_a_deeply_nested_record_is_a_clear_error(tmp_path: Path, kind: str) -> None:
-    db = tmp_path / "cp.sqlite3"
-    SqliteFleetStore(db)
-    # An unknown field is skipped, but skipping still walks every level.
-    deep = b"[" * 100_000 + b"]" * 100_000
-    record = b'{"node_id": "n9", "replica_id": "n9", "image": "i", "extra": ' + deep + b"}"
-    with sqlite3.connect(db) as conn:
-        conn.execute(INSERTS[kind], (record,))
-    store = SqliteFleetStore(db)
-    with pytest.raises(StoreError, match=f"{kind} n9 is not readable: nested too deeply"):
-        await store.load()
-    await store.aclose()
+async def test_the_twin_never_aliases_what_it_was_given() -> None:
+    store = MemoryFleetStore()
+    env = {"K": "v"}
+    given = replica(**env)
+    await store.save(FleetChanges(replicas=[given]))
+    given.env_vars["K"] = "changed later"
+    (loaded,) = (await store.load()).replicas
+    assert loaded.env_vars == env
+    assert loaded is not given
 
 
-def test_a_directory_path_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(StoreError, match="cannot open the store"):
-        SqliteFleetStore(tmp_path)
+async def test_the_twin_records_batches_and_fails_a_batch_whole() -> None:
+    store = MemoryFleetStore()
+    first = FleetChanges(nodes=[NodeRecord("node-1")])
+    await store.save(first)
+    await store.save(FleetChanges())  # nothing to write: not a batch
+    store.fail_next_write()
+    with pytest.raises(StoreError, match="simulated"):
+        await store.save(FleetChanges(nodes=[NodeRecord("node-2")], replicas=[replica()]))
+    store.fail_next_write(StoreError("disk gone"))
+    with pytest.raises(StoreError, match="disk gone"):
+        await store.add_node(node("node-3"), TOKEN)
+    assert store.saves == [first]
+    assert await store.load() == FleetSnapshot(nodes=[NodeRecord("node-1")])
+    assert await store.node_for_token(TOKEN) is None

@@ -23,11 +23,11 @@ import anyio
 import msgspec
 import pytest
 
+from tests.support import NODE_TOKEN as TOKEN
 from vectorlay.adapters.filesystem import CONFIG_FILE_NAME, MAX_CONFIG_BYTES, FileConfigStore
 from vectorlay.domain.agent.identity import NodeConfig
 from vectorlay.errors import ConfigWriteError, CorruptConfig
 
-TOKEN = "ntok-Secret-5d1c7e0a9b"
 CONFIG = NodeConfig(
     node_id="node-7f3a", node_token=TOKEN, control_plane_url="wss://cp.example.com/v1/agent"
 )

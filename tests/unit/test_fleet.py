@@ -11,23 +11,22 @@ import msgspec
 import pytest
 
 from vectorlay.adapters.memory import sample_report
-from vectorlay.domain.agent.heartbeat import LivenessPolicy
-from vectorlay.domain.fleet.fleet import (
+from vectorlay.domain.fleet import placement
+from vectorlay.domain.fleet.commands import CommandLedger, message_for
+from vectorlay.domain.fleet.fleet import Fleet
+from vectorlay.domain.fleet.inventory import Inventory
+from vectorlay.domain.fleet.node import Hold, Node, Status
+from vectorlay.domain.fleet.records import (
     CommandKind,
-    Fleet,
     FleetSnapshot,
-    NoCapacity,
     NodeRecord,
     PendingCommand,
-    ReplicaExists,
     ReplicaPhase,
     ReplicaRecord,
     Send,
-    UnknownNode,
-    UnknownReplica,
-    WrongNode,
 )
-from vectorlay.domain.fleet.node import Hold, Node, Status
+from vectorlay.domain.hostreport import is_ready
+from vectorlay.domain.liveness import LivenessPolicy
 from vectorlay.domain.messages import (
     Deploy,
     DeployPayload,
@@ -41,6 +40,7 @@ from vectorlay.domain.messages import (
     StopPayload,
     SystemInfoPayload,
 )
+from vectorlay.errors import NoCapacity, ReplicaExists, UnknownNode, UnknownReplica, WrongNode
 
 WALL = datetime(2026, 1, 1, tzinfo=UTC)
 R = ReplicaStatus
@@ -737,3 +737,59 @@ def test_snapshot_restores_nodes_offline_with_a_fresh_deadline() -> None:
     # Sequence numbers continue after the loaded ones.
     fleet.deploy(deploy("r2", 0))
     assert max(c.seq for c in fleet.pending_commands()) == 8
+
+
+# --- the parts: command ledger, placement, readiness -------------------------------------
+
+
+def test_the_ledger_keeps_one_command_per_node_and_replica() -> None:
+    ledger = CommandLedger([PendingCommand("a", "r0", CommandKind.STOP, 7)])
+    deploy_r1 = ledger.record("a", "r1", CommandKind.DEPLOY)
+    assert deploy_r1.seq == 8  # numbering goes on from what was loaded
+    stop_r1 = ledger.record("a", "r1", CommandKind.STOP)  # replaces the deploy
+    ledger.record("b", "r1", CommandKind.DEPLOY)
+    assert ledger.pending("a") == [PendingCommand("a", "r0", CommandKind.STOP, 7), stop_r1]
+    assert [c.node_id for c in ledger.pending()] == ["a", "a", "b"]
+    ledger.clear("a", "r1", CommandKind.DEPLOY)  # a late deploy answer clears no stop
+    assert ledger.awaits("a", "r1", CommandKind.STOP)
+    ledger.clear("a", "r1", CommandKind.STOP)
+    assert ("a", "r1") not in ledger
+    put, deleted = ledger.take_changes()
+    assert [c.key for c in put] == [("b", "r1")]
+    assert deleted == [("a", "r1")]
+    assert ledger.take_changes() == ([], [])
+
+
+def test_a_command_becomes_its_frame() -> None:
+    replica = ReplicaRecord("r1", "img:1", 2, {"K": "v"}, "a")
+    deploy_cmd = PendingCommand("a", "r1", CommandKind.DEPLOY, 1)
+    assert message_for(deploy_cmd, replica) == Deploy(DeployPayload("r1", "img:1", 2, {"K": "v"}))
+    stop_cmd = PendingCommand("a", "r9", CommandKind.STOP, 2)
+    assert message_for(stop_cmd, None) == Stop(StopPayload("r9"))
+    with pytest.raises(ValueError, match="r1"):
+        message_for(deploy_cmd, None)
+
+
+def test_placement_prefers_free_gpus_then_fewer_replicas_then_the_lower_id() -> None:
+    inventory = Inventory()
+    online = Node(Status.ONLINE, None, True)
+    for node_id in ("c", "b", "a"):
+        inventory.set_node(NodeRecord(node_id, online, hardware=hardware(4)))
+    inventory.set_node(
+        NodeRecord("held", Node(Status.DRAINING, Hold.DRAIN, True), hardware=hardware(8))
+    )
+    assert placement.pick_node(inventory, ["c", "b", "a", "held"], 1) == "a"
+    inventory.set_replica(ReplicaRecord("r1", "img", 1, node_id="a"))
+    inventory.set_replica(ReplicaRecord("r2", "img", 0, node_id="b"))
+    assert placement.gpus_free(inventory, "a") == 3
+    assert placement.pick_node(inventory, ["a", "b", "c"], 1) == "c"  # b and c: 4 free, c empty
+    assert placement.room_for(inventory, "held", 1) is None  # drain takes no deploys
+    assert placement.pick_node(inventory, ["a", "b", "c"], 5) is None
+    assert placement.gpus_free(inventory, "unknown") == 0
+
+
+def test_readiness_is_every_dependency_ok() -> None:
+    good, bad = sample_report(ready=True).dependencies, sample_report(ready=False).dependencies
+    assert is_ready(good)
+    assert not is_ready(bad)
+    assert is_ready([])

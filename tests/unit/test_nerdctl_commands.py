@@ -9,18 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from vectorlay.adapters.runtime.nerdctl import (
-    NerdctlRuntime,
+from vectorlay.adapters.runtime import NerdctlRuntime
+from vectorlay.adapters.runtime.argv import (
     check_spec,
     events_argv,
     grace_seconds,
     inspect_argv,
-    prepare_env_dir,
     ps_argv,
     rm_argv,
     run_argv,
     stop_argv,
 )
+from vectorlay.adapters.runtime.envfile import prepare_env_dir
 from vectorlay.domain.agent.replicas import ContainerSpec, GpuSlot
 from vectorlay.errors import ConfigError, ContainerRuntimeError
 

@@ -7,14 +7,22 @@ strings.TrimSpace, ``#`` and empty lines skipped, split at the first ``=``.
 
 from __future__ import annotations
 
+import stat
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.fakes.nerdctl.fake_nerdctl import Fatal, parse_env_file
-from vectorlay.adapters.runtime.nerdctl import ENV_LINE_MAX_BYTES, env_file_bytes
+from vectorlay.adapters.runtime.envfile import (
+    ENV_LINE_MAX_BYTES,
+    env_file,
+    env_file_bytes,
+    prepare_env_dir,
+)
 from vectorlay.domain.validation import env_value_problem
-from vectorlay.errors import UnsupportedEnvValue
+from vectorlay.errors import ContainerRuntimeError, UnsupportedEnvValue
 
 SURVIVING = {
     "EQUALS": "postgres://u:p@db/x?sslmode=require&a=b==",
@@ -101,3 +109,39 @@ def test_lines_without_equals_would_copy_nerdctls_environment(
     monkeypatch.setenv("AGENT_SECRET", "leaked")
     assert parse_env_file(b"AGENT_SECRET\n") == ["AGENT_SECRET=leaked"]
     assert parse_env_file(env_file_bytes({"AGENT_SECRET": ""})) == ["AGENT_SECRET="]
+
+
+def test_env_file_is_private_while_used_and_gone_after(tmp_path: Path) -> None:
+    env_dir = prepare_env_dir(tmp_path / "env")
+    with env_file(env_dir, "replica-a", b"TOKEN=s3cret\n") as path:
+        assert path is not None
+        assert path.parent == env_dir
+        assert path.name.startswith("replica-a.")
+        assert path.suffix == ".env"
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert path.read_bytes() == b"TOKEN=s3cret\n"
+    assert list(env_dir.iterdir()) == []
+
+
+def test_env_file_is_removed_when_the_block_fails(tmp_path: Path) -> None:
+    env_dir = prepare_env_dir(tmp_path / "env")
+    with pytest.raises(RuntimeError), env_file(env_dir, "replica-a", b"T=x\n"):
+        raise RuntimeError("the engine call failed")
+    assert list(env_dir.iterdir()) == []
+
+
+def test_no_env_no_file(tmp_path: Path) -> None:
+    env_dir = prepare_env_dir(tmp_path / "env")
+    with env_file(env_dir, "replica-a", None) as path:
+        assert path is None
+        assert list(env_dir.iterdir()) == []
+
+
+def test_an_unwritable_env_file_is_a_runtime_error_naming_no_value(tmp_path: Path) -> None:
+    missing = tmp_path / "gone"  # the directory vanished under the agent
+    with (
+        pytest.raises(ContainerRuntimeError, match="cannot write the env file") as caught,
+        env_file(missing, "replica-a", b"TOKEN=s3cret\n"),
+    ):
+        pass
+    assert "s3cret" not in str(caught.value)

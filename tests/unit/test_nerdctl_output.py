@@ -8,21 +8,14 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.nerdctl.fake_nerdctl import to_logfmt, tty_line
-from vectorlay.adapters.runtime.nerdctl import (
-    LABEL_GPUS,
-    LABEL_REPLICA_ID,
-    Listed,
+from vectorlay.adapters.runtime.labels import LABEL_GPUS, LABEL_REPLICA_ID, parse_gpu_label
+from vectorlay.adapters.runtime.nerdctl import parse_event, parse_ps, ps_status_key
+from vectorlay.adapters.runtime.output import Listed, one_per_replica, parse_inspect, replica_status
+from vectorlay.adapters.runtime.stderr import (
     error_class,
     go_unquote,
     is_no_such_container,
     nerdctl_error,
-    one_per_replica,
-    parse_event,
-    parse_gpu_label,
-    parse_inspect,
-    parse_ps,
-    ps_status_key,
-    replica_status,
 )
 from vectorlay.domain.agent.replicas import ContainerState
 from vectorlay.domain.messages import ReplicaStatus

@@ -68,6 +68,32 @@ async def test_output_cap(tmp_path: Path) -> None:
     assert result.returncode is None
 
 
+async def test_stderr_tail_keeps_the_end_and_never_truncates(tmp_path: Path) -> None:
+    # Progress first (far more than both the tail and the cap), the error last.
+    body = "i=0; while [ $i -lt 3000 ]; do echo progress-line-$i >&2; i=$((i+1)); done; "
+    body += "echo the-error >&2; echo out; exit 3"
+    result = await run_command([script(tmp_path, body)], timeout=10, limit=100, stderr_tail=64)
+    assert (result.returncode, result.stdout) == (3, b"out\n")
+    assert not result.truncated
+    assert len(result.stderr) == 64
+    assert result.stderr.endswith(b"progress-line-2999\nthe-error\n")
+
+
+async def test_stderr_tail_shorter_output_is_kept_whole(tmp_path: Path) -> None:
+    result = await run_command([script(tmp_path, "echo short >&2")], timeout=5, stderr_tail=1 << 16)
+    assert result.stderr == b"short\n"
+    assert result.ok
+
+
+async def test_stdout_cap_still_holds_with_a_stderr_tail(tmp_path: Path) -> None:
+    result = await run_command(
+        [script(tmp_path, "exec yes")], timeout=10, limit=1000, stderr_tail=64
+    )
+    assert result.truncated
+    assert result.returncode is None
+    assert len(result.stdout) == 1000
+
+
 async def test_caller_cancellation_leaves_nothing_running(tmp_path: Path) -> None:
     pid_file = tmp_path / "pid"
     cmd = script(tmp_path, f"echo $$ > {pid_file}; exec sleep 600")

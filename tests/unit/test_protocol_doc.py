@@ -10,9 +10,10 @@ from typing import Any, Final
 
 import pytest
 
-from vectorlay.domain import messages
+from vectorlay.domain import closecodes, messages
 from vectorlay.domain.agent import heartbeat
 from vectorlay.domain.fleet import node
+from vectorlay.domain.liveness import DEFAULT_OFFLINE_AFTER
 from vectorlay.errors import ProtocolError
 
 DOC: Final = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
@@ -178,10 +179,10 @@ def test_the_doc_states_the_codes_and_limits_of_the_code(doc: str) -> None:
         assert f"| `{code.value}` |" in codes, code
     closes = chapter(doc, "Sessions")
     for close in (
-        heartbeat.CLOSE_HEARTBEAT_TIMEOUT,
-        heartbeat.CLOSE_UNAUTHORIZED,
-        heartbeat.CLOSE_SESSION_CONFLICT,
-        heartbeat.CLOSE_GOING_AWAY,
+        closecodes.CLOSE_HEARTBEAT_TIMEOUT,
+        closecodes.CLOSE_UNAUTHORIZED,
+        closecodes.CLOSE_SESSION_CONFLICT,
+        closecodes.CLOSE_GOING_AWAY,
     ):
         assert f"| `{close}` |" in closes, close
     statuses = chapter(doc, "Node statuses (control-plane view)")
@@ -200,7 +201,7 @@ def test_the_doc_states_the_codes_and_limits_of_the_code(doc: str) -> None:
     spread = f"{1 + heartbeat.RECONNECT_SPREAD:g} * delay * 2^n"
     assert f"min({heartbeat.DEFAULT_RECONNECT_CAP:g}, {spread}) - delay" in backoff
     liveness = chapter(doc, "Liveness")
-    assert f"{heartbeat.DEFAULT_OFFLINE_AFTER:g} s after the last" in liveness
+    assert f"{DEFAULT_OFFLINE_AFTER:g} s after the last" in liveness
 
 
 # --- the checks fail when the doc drifts -----------------------------------------------

@@ -1,11 +1,13 @@
 """Run one outside command with a deadline and a cap on what it may print.
 
-The probe's commands (``lspci``, ``nvidia-smi``, ``<tool> --version``) are
-run through :func:`run_command` only: an argv list, never a shell; stdin from
-``/dev/null``; a timeout after which the command and everything it started
-are killed (it runs in a session of its own, so its process group can be
-killed as a whole and a hung grandchild cannot hold the pipes open); and a cap
-on output, so a command that prints without end cannot fill memory.
+The probe's commands (``lspci``, ``nvidia-smi``, ``<tool> --version``) and
+the container engine's calls (``run``, ``ps``, ``inspect``, ``stop``,
+``rm``; not the long-lived ``events``) are run through :func:`run_command`
+only: an argv list, never a shell; stdin from ``/dev/null``; a timeout after
+which the command and everything it started are killed (it runs in a session
+of its own, so its process group can be killed as a whole and a hung
+grandchild cannot hold the pipes open); and a cap on output, so a command
+that prints without end cannot fill memory.
 
 Nothing here raises for a command that fails: the outcome is data
 (:class:`CommandResult`) and each caller decides what it means.
@@ -55,8 +57,14 @@ async def run_command(
     timeout: float,
     limit: int = DEFAULT_OUTPUT_LIMIT,
     env: dict[str, str] | None = None,
+    stderr_tail: int | None = None,
 ) -> CommandResult:
-    """Run ``argv`` and collect its output within ``timeout`` seconds."""
+    """Run ``argv`` and collect its output within ``timeout`` seconds.
+
+    With ``stderr_tail``, only the last ``stderr_tail`` bytes of stderr are
+    kept and stderr never counts against ``limit``: for a command that may
+    print progress for as long as it runs and says what went wrong at the end.
+    """
     try:
         process = await anyio.open_process(
             list(argv),
@@ -81,7 +89,9 @@ async def run_command(
             async with anyio.create_task_group() as group:
                 if process.stdout is not None:
                     group.start_soon(_collect, process.stdout, stdout, limit, on_overflow)
-                if process.stderr is not None:
+                if process.stderr is not None and stderr_tail is not None:
+                    group.start_soon(_collect_tail, process.stderr, stderr, stderr_tail)
+                elif process.stderr is not None:
                     group.start_soon(_collect, process.stderr, stderr, limit, on_overflow)
             returncode = await process.wait()
     finally:
@@ -93,7 +103,7 @@ async def run_command(
     return CommandResult(
         None if overflow or timed_out else returncode,
         bytes(stdout),
-        bytes(stderr),
+        bytes(stderr if stderr_tail is None else stderr[max(len(stderr) - stderr_tail, 0) :]),
         timed_out=timed_out and not overflow,
         truncated=overflow,
     )
@@ -109,6 +119,15 @@ async def _collect(
             on_overflow()
             return
         sink += chunk
+
+
+async def _collect_tail(stream: ByteReceiveStream, sink: bytearray, tail: int) -> None:
+    async for chunk in stream:
+        sink += chunk
+        # Trimmed only once it holds twice the tail: moving the kept bytes
+        # for every chunk would cost quadratic time on a chatty command.
+        if len(sink) > 2 * tail:
+            del sink[: len(sink) - tail]
 
 
 def kill_group(process: Process) -> None:

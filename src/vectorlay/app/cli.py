@@ -20,6 +20,7 @@ from typing import Any, Final, NoReturn, TypeVar
 
 from vectorlay import __version__
 from vectorlay.adapters.filesystem import CONFIG_FILE_NAME
+from vectorlay.adapters.runtime.nerdctl import DEFAULT_OCI_RUNTIME
 from vectorlay.app import logs
 from vectorlay.app.backends import missing_backend
 from vectorlay.app.settings import (
@@ -33,12 +34,8 @@ from vectorlay.app.settings import (
     ControlPlaneSettings,
     LogSettings,
 )
-from vectorlay.domain.agent.heartbeat import (
-    DEFAULT_HEARTBEAT_INTERVAL,
-    DEFAULT_OFFLINE_AFTER,
-    DEFAULT_RECONNECT_DELAY,
-)
-from vectorlay.domain.agent.replicas import DEFAULT_OCI_RUNTIME
+from vectorlay.domain.agent.heartbeat import DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_RECONNECT_DELAY
+from vectorlay.domain.liveness import DEFAULT_OFFLINE_AFTER
 
 PROG = "vectorlay-agent"
 EXIT_USAGE = 2
@@ -517,7 +514,7 @@ def _dispatch(settings: CheckSettings | AgentSettings | ControlPlaneSettings) ->
 
         return check_main(settings)
     if isinstance(settings, AgentSettings):
-        from vectorlay.app.agent.service import main as agent_main
+        from vectorlay.app.agent.bootstrap import main as agent_main
 
         return agent_main(settings)
     from vectorlay.app.controlplane.bootstrap import main as cp_main

@@ -9,12 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vectorlay.domain.agent.heartbeat import (
-    DEFAULT_HEARTBEAT_INTERVAL,
-    DEFAULT_OFFLINE_AFTER,
-    DEFAULT_RECONNECT_DELAY,
-)
-from vectorlay.domain.agent.replicas import DEFAULT_OCI_RUNTIME
+from vectorlay.adapters.runtime.nerdctl import DEFAULT_OCI_RUNTIME
+from vectorlay.domain.agent.heartbeat import DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_RECONNECT_DELAY
+from vectorlay.domain.liveness import DEFAULT_OFFLINE_AFTER
 
 DEFAULT_STATE_DIR = Path("/var/lib/vectorlay")
 DEFAULT_DATA_PATH = Path("/data")

@@ -14,7 +14,7 @@ import pytest
 from anyio.abc import TaskStatus
 
 from tests.fakes.nerdctl.fake_nerdctl import Call, FakeNerdctl
-from vectorlay.adapters.runtime.nerdctl import NerdctlRuntime
+from vectorlay.adapters.runtime import NerdctlRuntime
 from vectorlay.domain.agent.replicas import ContainerState
 from vectorlay.errors import ContainerRuntimeError
 
@@ -60,12 +60,6 @@ def max_overlap(calls: Sequence[Call]) -> int:
         running += step
         best = max(best, running)
     return best
-
-
-async def eventually(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    with anyio.fail_after(timeout):
-        while not predicate():
-            await anyio.sleep(0.01)
 
 
 class Watcher:

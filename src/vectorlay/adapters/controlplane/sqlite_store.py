@@ -5,9 +5,9 @@
   machine's power).  That fits a reference and development peer.
 - The file is created with mode ``0600`` and tightened to it if it exists:
   it holds the env values of replicas, which are secrets.
-- Node tokens are kept as SHA-256 digests only and compared with
-  :func:`hmac.compare_digest`.  Tokens are 256-bit random values, so an
-  unsalted fast hash is enough: there is nothing to brute-force.
+- Node tokens are kept as digests only
+  (:func:`~vectorlay.domain.fleet.records.token_digest`) and compared with
+  :func:`hmac.compare_digest`.
 - Records are stored as msgspec JSON documents keyed by id; the schema
   version lives in ``PRAGMA user_version``.
 
@@ -19,7 +19,6 @@ the same :class:`~vectorlay.ports.FleetStore` protocol with real async I/O.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import os
 import sqlite3
@@ -29,15 +28,16 @@ from typing import TYPE_CHECKING, Final, TypeVar
 
 import msgspec
 
-from vectorlay.domain.fleet.fleet import (
+from vectorlay.domain.fleet.records import (
     CommandKind,
     FleetChanges,
     FleetSnapshot,
     NodeRecord,
     PendingCommand,
     ReplicaRecord,
+    token_digest,
 )
-from vectorlay.errors import VectorlayError
+from vectorlay.errors import StoreError
 
 SCHEMA_VERSION: Final = 1
 MEMORY: Final = ":memory:"
@@ -65,14 +65,6 @@ _T = TypeVar("_T", NodeRecord, ReplicaRecord)
 _encoder: Final = msgspec.json.Encoder()
 _node_decoder: Final = msgspec.json.Decoder(NodeRecord)
 _replica_decoder: Final = msgspec.json.Decoder(ReplicaRecord)
-
-
-class StoreError(VectorlayError):
-    """The store file cannot be opened, read or written."""
-
-
-def token_digest(token: str) -> bytes:
-    return hashlib.sha256(token.encode("utf-8")).digest()
 
 
 def _private_file(path: Path) -> None:

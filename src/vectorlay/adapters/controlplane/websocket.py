@@ -26,6 +26,8 @@ from wsproto.events import (
 )
 from wsproto.utilities import LocalProtocolError
 
+from vectorlay.errors import MessageTooBig, WebSocketClosed
+
 RECEIVE_CHUNK: Final = 65536
 CLOSE_TIMEOUT: Final = 2.0
 CLOSE_NORMAL: Final = 1000
@@ -40,19 +42,6 @@ _STREAM_ERRORS: Final = (
     anyio.ClosedResourceError,
     OSError,
 )
-
-
-class WebSocketClosed(Exception):
-    """The session is over: the peer closed (with ``code``) or the socket went away (1006)."""
-
-    def __init__(self, code: int, reason: str = "") -> None:
-        super().__init__(f"websocket closed (code {code})")
-        self.code = code
-        self.reason = reason
-
-
-class MessageTooBig(Exception):
-    """A message grew past the limit while being received."""
 
 
 def _nothing() -> None:

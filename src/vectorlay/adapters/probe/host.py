@@ -56,6 +56,7 @@ from vectorlay.adapters.probe.procfs import (
 )
 from vectorlay.adapters.probe.versions import check_tool, locate
 from vectorlay.adapters.probe.vfio import check_vfio
+from vectorlay.domain.hostreport import is_ready
 from vectorlay.domain.messages import (
     Dependency,
     Hardware,
@@ -165,7 +166,7 @@ class HostProbe:
             agent_version=vectorlay.__version__,
             hardware=hardware,
             dependencies=dependencies,
-            ready=all(d.ok for d in dependencies),
+            ready=is_ready(dependencies),
         )
 
     async def metrics(self) -> HostMetrics:

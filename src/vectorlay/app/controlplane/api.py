@@ -1,10 +1,13 @@
 """HTTP endpoints of the reference control plane: health, status page, admin API.
 
-The admin API (DESIGN.md section 6) speaks JSON and wants
+The admin API (``docs/controlplane.md``) speaks JSON and wants
 ``Authorization: Bearer <admin token>``.  Errors are ``{"error": "..."}``
 with ``"field"`` naming the offending field where there is one.  Env values
 are accepted, stored and sent to the node; they never come back out of the
 API, into a log line or into an error message.
+
+The handlers see the control plane through :class:`AdminHost`: its fleet,
+its admin tokens and its commit.
 """
 
 from __future__ import annotations
@@ -12,9 +15,9 @@ from __future__ import annotations
 import html
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final, Protocol
 
 import msgspec
 
@@ -26,16 +29,8 @@ from vectorlay.adapters.controlplane.http import (
     json_response,
     token_matches,
 )
-from vectorlay.domain.fleet.fleet import (
-    HOLDS_GPUS,
-    NoCapacity,
-    NodeRecord,
-    ReplicaExists,
-    ReplicaRecord,
-    Send,
-    UnknownNode,
-    UnknownReplica,
-)
+from vectorlay.domain.fleet.fleet import Fleet
+from vectorlay.domain.fleet.records import HOLDS_GPUS, NodeRecord, ReplicaRecord, Send
 from vectorlay.domain.messages import DeployPayload
 from vectorlay.domain.messages import rfc3339 as wire_time
 from vectorlay.domain.validation import (
@@ -44,10 +39,13 @@ from vectorlay.domain.validation import (
     check_image,
     check_replica_id,
 )
-from vectorlay.errors import ValidationError
-
-if TYPE_CHECKING:
-    from vectorlay.app.controlplane.server import ControlPlane
+from vectorlay.errors import (
+    NoCapacity,
+    ReplicaExists,
+    UnknownNode,
+    UnknownReplica,
+    ValidationError,
+)
 
 log = logging.getLogger("vectorlay.controlplane")
 
@@ -55,7 +53,24 @@ PAGE_REFRESH_SECONDS: Final = 5
 DEPLOY_FIELDS: Final = frozenset({"image", "gpu_count", "env_vars", "replica_id"})
 _AUTH_CHALLENGE: Final = (("www-authenticate", 'Bearer realm="vectorlay"'),)
 
-Route = Callable[["ControlPlane", Request, list[str]], Awaitable[Response]]
+
+class AdminHost(Protocol):
+    """What the HTTP endpoints use of the control plane."""
+
+    @property
+    def fleet(self) -> Fleet: ...
+
+    @property
+    def admin_tokens(self) -> tuple[str, ...]:
+        """Any of them opens the admin API; none: the admin API is disabled."""
+        ...
+
+    async def commit(self, sends: Sequence[Send]) -> None:
+        """Persist what the fleet changed, then deliver ``sends``."""
+        ...
+
+
+Route = Callable[[AdminHost, Request, list[str]], Awaitable[Response]]
 
 
 # --- views ---------------------------------------------------------------------------
@@ -65,7 +80,7 @@ def rfc3339(stamp: datetime | None) -> str | None:
     return None if stamp is None else wire_time(stamp)
 
 
-def node_view(cp: ControlPlane, node: NodeRecord) -> dict[str, Any]:
+def node_view(cp: AdminHost, node: NodeRecord) -> dict[str, Any]:
     fleet = cp.fleet
     return {
         "node_id": node.node_id,
@@ -82,7 +97,7 @@ def node_view(cp: ControlPlane, node: NodeRecord) -> dict[str, Any]:
     }
 
 
-def live_replica_ids(cp: ControlPlane, node_id: str) -> list[str]:
+def live_replica_ids(cp: AdminHost, node_id: str) -> list[str]:
     """The node's replicas not ended yet (``pending``, ``running``, ``stopping``)."""
     return [r.replica_id for r in cp.fleet.replicas_on(node_id) if r.status in HOLDS_GPUS]
 
@@ -103,7 +118,7 @@ def replica_view(replica: ReplicaRecord) -> dict[str, Any]:
 # --- dispatch ----------------------------------------------------------------------------
 
 
-async def handle(cp: ControlPlane, request: Request) -> Response:
+async def handle(cp: AdminHost, request: Request) -> Response:
     parts = request.segments()
     if request.path == "/healthz":
         return _only(request, "GET") or json_response(200, {"status": "ok"})
@@ -135,8 +150,8 @@ def _only(request: Request, method: str) -> Response | None:
     return error_response(405, "method not allowed", headers=(("allow", allowed),))
 
 
-def _authorize(cp: ControlPlane, request: Request) -> Response | None:
-    admin = cp.config.admin_tokens
+def _authorize(cp: AdminHost, request: Request) -> Response | None:
+    admin = cp.admin_tokens
     if not admin:
         # 401 like a wrong token (no token can be valid), saying what to configure.
         return error_response(
@@ -176,18 +191,18 @@ def _route(method: str, parts: list[str]) -> tuple[Route | None, list[str]]:
 # --- nodes ---------------------------------------------------------------------------------
 
 
-async def _list_nodes(cp: ControlPlane, request: Request, parts: list[str]) -> Response:
+async def _list_nodes(cp: AdminHost, request: Request, parts: list[str]) -> Response:
     return json_response(200, [node_view(cp, n) for n in cp.fleet.nodes()])
 
 
-async def _get_node(cp: ControlPlane, request: Request, parts: list[str]) -> Response:
+async def _get_node(cp: AdminHost, request: Request, parts: list[str]) -> Response:
     node = cp.fleet.node(parts[1])
     if node is None:
         return error_response(404, f"node {parts[1][:80]!r} not found")
     return json_response(200, node_view(cp, node))
 
 
-async def _node_action(cp: ControlPlane, request: Request, parts: list[str]) -> Response:
+async def _node_action(cp: AdminHost, request: Request, parts: list[str]) -> Response:
     node_id, action = parts[1], parts[2]
     fleet = cp.fleet
     do: dict[str, Callable[[str], tuple[NodeRecord, list[Send]]]] = {
@@ -209,11 +224,11 @@ async def _node_action(cp: ControlPlane, request: Request, parts: list[str]) -> 
 # --- replicas ----------------------------------------------------------------------------------
 
 
-async def _list_replicas(cp: ControlPlane, request: Request, parts: list[str]) -> Response:
+async def _list_replicas(cp: AdminHost, request: Request, parts: list[str]) -> Response:
     return json_response(200, [replica_view(r) for r in cp.fleet.replicas()])
 
 
-async def _get_replica(cp: ControlPlane, request: Request, parts: list[str]) -> Response:
+async def _get_replica(cp: AdminHost, request: Request, parts: list[str]) -> Response:
     replica = cp.fleet.replica(parts[1])
     if replica is None:
         return error_response(404, f"replica {parts[1][:80]!r} not found")
@@ -252,7 +267,7 @@ def parse_deploy(body: bytes) -> DeployPayload | Response:
     return DeployPayload(replica_id=replica_id, image=image, gpu_count=gpu_count, env_vars=env_vars)
 
 
-async def _deploy(cp: ControlPlane, request: Request, parts: list[str]) -> Response:
+async def _deploy(cp: AdminHost, request: Request, parts: list[str]) -> Response:
     payload = parse_deploy(request.body)
     if isinstance(payload, Response):
         return payload
@@ -284,7 +299,7 @@ async def _deploy(cp: ControlPlane, request: Request, parts: list[str]) -> Respo
     )
 
 
-async def _stop(cp: ControlPlane, request: Request, parts: list[str]) -> Response:
+async def _stop(cp: AdminHost, request: Request, parts: list[str]) -> Response:
     try:
         replica, sends = cp.fleet.stop(parts[1])
     except UnknownReplica:
@@ -314,7 +329,7 @@ def _e(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
-def status_page(cp: ControlPlane) -> Response:
+def status_page(cp: AdminHost) -> Response:
     fleet = cp.fleet
     rows = []
     for node in fleet.nodes():

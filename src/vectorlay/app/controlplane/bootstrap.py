@@ -19,6 +19,7 @@ import anyio.abc
 
 from vectorlay.app.backends import missing_backend
 from vectorlay.app.settings import ControlPlaneSettings
+from vectorlay.errors import StoreError
 
 if TYPE_CHECKING:
     from vectorlay.app.controlplane.server import ControlPlane, ControlPlaneConfig
@@ -52,7 +53,7 @@ def main(settings: ControlPlaneSettings) -> int:
 async def run(settings: ControlPlaneSettings) -> int:
     """Serve until SIGINT/SIGTERM; 0 after a signal, 1 when it cannot start."""
     from vectorlay.adapters.clock import SystemClock
-    from vectorlay.adapters.controlplane.sqlite_store import SqliteFleetStore, StoreError
+    from vectorlay.adapters.controlplane.sqlite_store import SqliteFleetStore
     from vectorlay.app.controlplane.server import ControlPlane
 
     try:

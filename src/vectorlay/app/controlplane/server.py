@@ -2,9 +2,13 @@
 
 Wiring: a :class:`~vectorlay.domain.fleet.fleet.Fleet` (every decision), a
 :class:`~vectorlay.ports.FleetStore` (durability, written before anything is
-sent), the agent sessions (:mod:`vectorlay.app.controlplane.session`), the HTTP side
-(:mod:`vectorlay.app.controlplane.api`), and one rescheduler task that sleeps until the
-earliest moment a disconnected node's replicas are due to move.
+sent), the agent sessions (:mod:`vectorlay.app.controlplane.session`), the HTTP
+side (:mod:`vectorlay.app.controlplane.api`), and one rescheduler task that
+sleeps until the earliest moment a disconnected node's replicas are due to move.
+
+The sessions and the admin API each see the control plane through a small
+Protocol of what they use (``SessionHost``, ``AdminHost``); this module is the
+only one that knows the whole :class:`ControlPlane`.
 """
 
 from __future__ import annotations
@@ -28,13 +32,10 @@ from vectorlay.adapters.controlplane.http import (
 )
 from vectorlay.app.controlplane import api as cp_api
 from vectorlay.app.controlplane.session import AgentSession, Phase
-from vectorlay.domain.agent.heartbeat import (
-    CLOSE_GOING_AWAY,
-    CLOSE_UNAUTHORIZED,
-    DEFAULT_OFFLINE_AFTER,
-    LivenessPolicy,
-)
-from vectorlay.domain.fleet.fleet import Fleet, Send
+from vectorlay.domain.closecodes import CLOSE_GOING_AWAY, CLOSE_UNAUTHORIZED
+from vectorlay.domain.fleet.fleet import Fleet
+from vectorlay.domain.fleet.records import Send
+from vectorlay.domain.liveness import DEFAULT_OFFLINE_AFTER, LivenessPolicy
 from vectorlay.domain.messages import MAX_FRAME_BYTES, SUBPROTOCOL
 from vectorlay.ports import Clock, FleetStore
 
@@ -118,6 +119,10 @@ class ControlPlane:
             tg.cancel_scope.deadline = anyio.current_time() + SHUTDOWN_GRACE
 
     @property
+    def admin_tokens(self) -> tuple[str, ...]:
+        return self.config.admin_tokens
+
+    @property
     def shutting_down(self) -> bool:
         return self._accepting.cancel_called
 
@@ -131,6 +136,24 @@ class ControlPlane:
         self._accepting.cancel()
         for session in list(self.live_sessions):
             session.end(CLOSE_GOING_AWAY)
+
+    # --- agent sessions ----------------------------------------------------------------
+
+    def claim_node(self, node_id: str, session: AgentSession) -> AgentSession | None:
+        """Make ``session`` the node's session; returns the older one it replaces, if any."""
+        older = self.sessions.get(node_id)
+        self.sessions[node_id] = session
+        return older if older is not session else None
+
+    def release_node(self, node_id: str, session: AgentSession) -> bool:
+        """Forget ``session`` as the node's session; ``False`` if it was not (any more)."""
+        if self.sessions.get(node_id) is not session:
+            return False
+        del self.sessions[node_id]
+        return True
+
+    def owns_node(self, node_id: str, session: AgentSession) -> bool:
+        return self.sessions.get(node_id) is session
 
     # --- persistence and delivery ----------------------------------------------------
 

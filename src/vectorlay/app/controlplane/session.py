@@ -1,13 +1,17 @@
 """One agent's WebSocket session on the reference control plane.
 
 A session runs three tasks in one task group: the reader (decodes frames and
-hands them to the fleet), the writer (drains this session's outbox), and the
-watchdog (closes with ``4001`` when the node's liveness deadline passes).  If
-any of them ends the session, the group ends as a whole.
+hands them to the fleet), the writer (sends what this session's outbox
+holds), and the watchdog (closes with ``4001`` when the node's liveness
+deadline passes).  If any of them ends the session, the group ends as a whole.
 
 Phases: a connection made with an org token waits for ``register``; one made
 with a node token (or just registered) waits for ``system_info``; after that
 the node is connected and heartbeats, results and commands flow.
+
+A session needs only a few things of the control plane that runs it, named
+by :class:`SessionHost`; the one node-to-session map belongs to that host,
+which :meth:`SessionHost.claim_node` and :meth:`SessionHost.release_node` change.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ from __future__ import annotations
 import enum
 import logging
 import secrets
-from typing import TYPE_CHECKING, Final
+from collections.abc import Sequence
+from typing import Final, Protocol
 
 import anyio
 
@@ -24,16 +29,15 @@ from vectorlay.adapters.controlplane.websocket import (
     CLOSE_NORMAL,
     CLOSE_TOO_BIG,
     CLOSE_TRY_AGAIN,
-    MessageTooBig,
     ServerWebSocket,
-    WebSocketClosed,
 )
-from vectorlay.domain.agent.heartbeat import (
+from vectorlay.domain.closecodes import (
     CLOSE_HEARTBEAT_TIMEOUT,
     CLOSE_SESSION_CONFLICT,
     CLOSE_UNAUTHORIZED,
 )
-from vectorlay.domain.fleet.fleet import ReplicaRecord, WrongNode, agent_error
+from vectorlay.domain.fleet.fleet import Fleet
+from vectorlay.domain.fleet.records import ReplicaRecord, Send, agent_error
 from vectorlay.domain.messages import (
     DeployResult,
     Error,
@@ -55,9 +59,8 @@ from vectorlay.domain.messages import (
     error_message,
     message_type,
 )
-
-if TYPE_CHECKING:
-    from vectorlay.app.controlplane.server import ControlPlane
+from vectorlay.errors import MessageTooBig, WebSocketClosed, WrongNode
+from vectorlay.ports import Clock, FleetStore
 
 log = logging.getLogger("vectorlay.controlplane")
 
@@ -76,9 +79,40 @@ def new_node_id() -> str:
     return f"node-{secrets.token_hex(8)}"
 
 
+class SessionHost(Protocol):
+    """What an agent session uses of the control plane that runs it."""
+
+    @property
+    def clock(self) -> Clock: ...
+
+    @property
+    def fleet(self) -> Fleet: ...
+
+    @property
+    def store(self) -> FleetStore: ...
+
+    async def commit(self, sends: Sequence[Send]) -> None:
+        """Persist what the fleet changed, then deliver ``sends``."""
+        ...
+
+    def wake_rescheduler(self) -> None: ...
+
+    def claim_node(self, node_id: str, session: AgentSession) -> AgentSession | None:
+        """Make ``session`` the node's session; returns the older one it replaces, if any."""
+        ...
+
+    def release_node(self, node_id: str, session: AgentSession) -> bool:
+        """Forget ``session`` as the node's session; ``False`` if it was not (any more)."""
+        ...
+
+    def owns_node(self, node_id: str, session: AgentSession) -> bool:
+        """Whether ``session`` is the node's session now."""
+        ...
+
+
 class AgentSession:
     def __init__(
-        self, cp: ControlPlane, ws: ServerWebSocket, *, node_id: str | None, peer: str
+        self, cp: SessionHost, ws: ServerWebSocket, *, node_id: str | None, peer: str
     ) -> None:
         self.cp = cp
         self.ws = ws
@@ -115,7 +149,7 @@ class AgentSession:
                 # can stretch to their timeouts.
                 with anyio.CancelScope(shield=True):
                     await self._release()
-                # The writer drains what is queued (an error before a close,
+                # The writer sends what is queued (an error before a close,
                 # say), then stops; an agent that does not read gets a bound.
                 self._send.close()
                 if self._peer_closed:
@@ -150,9 +184,8 @@ class AgentSession:
             pass
 
     def _claim(self, node_id: str) -> None:
-        older = self.cp.sessions.get(node_id)
-        self.cp.sessions[node_id] = self
-        if older is not None and older is not self:
+        older = self.cp.claim_node(node_id, self)
+        if older is not None:
             log.info(
                 "newer session for node replaces the older one (4409)", extra={"node_id": node_id}
             )
@@ -165,9 +198,8 @@ class AgentSession:
         call (or once a newer session has claimed the node) it does nothing.
         """
         node_id = self.node_id
-        if node_id is None or self.cp.sessions.get(node_id) is not self:
+        if node_id is None or not self.cp.release_node(node_id, self):
             return  # released already, or a newer session owns the node now
-        del self.cp.sessions[node_id]
         if self.cp.fleet.disconnect(node_id):
             await self.cp.commit([])
             self.cp.wake_rescheduler()
@@ -228,7 +260,7 @@ class AgentSession:
         if (
             self.phase is Phase.STARTED
             and self.node_id is not None
-            and self.cp.sessions.get(self.node_id) is self
+            and self.cp.owns_node(self.node_id, self)
         ):
             now = self.cp.clock.monotonic()
             self.cp.fleet.touch(self.node_id, now=now, wall=self.cp.clock.now())

@@ -1,7 +1,9 @@
-"""Timing policy: heartbeats, peer liveness, and reconnect backoff.
+"""The agent's timing: heartbeats, its keepalive figures and reconnect backoff.
 
-Every function takes ``now`` (monotonic seconds) or a random source as an
-argument, so the policy is pure and tests are exact.
+Every function takes its inputs (durations, a random source) as arguments, so
+the policy is pure and tests are exact.  Whether a silent control plane is
+gone is :mod:`vectorlay.domain.liveness`'s to say; the close codes are in
+:mod:`vectorlay.domain.closecodes`.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ from typing import Final
 
 import msgspec
 
+from vectorlay.domain.closecodes import CLOSE_UNAUTHORIZED
+
 DEFAULT_HEARTBEAT_INTERVAL: Final = 30.0
 DEFAULT_PONG_TIMEOUT: Final = 10.0
-DEFAULT_OFFLINE_AFTER: Final = 60.0
 DEFAULT_RECONNECT_DELAY: Final = 5.0
 DEFAULT_RECONNECT_CAP: Final = 60.0
 MIN_BACKOFF_BASE: Final = 0.5
@@ -24,7 +27,7 @@ RECONNECT_SPREAD: Final = 1.0
 
 
 class HeartbeatPolicy(msgspec.Struct, frozen=True):
-    """The agent's side: when to beat, when to ping, when the peer is dead."""
+    """How often the agent beats, and the keepalive figures that follow from it."""
 
     interval: float = DEFAULT_HEARTBEAT_INTERVAL
     pong_timeout: float = DEFAULT_PONG_TIMEOUT
@@ -35,41 +38,10 @@ class HeartbeatPolicy(msgspec.Struct, frozen=True):
         if not self.pong_timeout > 0:
             raise ValueError("pong timeout must be > 0")
 
-    def next_beat(self, last_beat: float) -> float:
-        return last_beat + self.interval
-
     @property
     def ping_after(self) -> float:
         """Silence from the peer after which the agent sends a WebSocket ping."""
         return 2 * self.interval
-
-    @property
-    def dead_after(self) -> float:
-        """Silence after which the connection counts as dead (ping + pong timeout)."""
-        return self.ping_after + self.pong_timeout
-
-    def peer_dead(self, last_received: float, now: float) -> bool:
-        return now - last_received >= self.dead_after
-
-
-class LivenessPolicy(msgspec.Struct, frozen=True):
-    """The control plane's side: a node silent for ``offline_after`` is offline.
-
-    A per-node exact deadline, refreshed by every frame, rather than a
-    periodic sweep that would add up to one sweep period of lateness.
-    """
-
-    offline_after: float = DEFAULT_OFFLINE_AFTER
-
-    def __post_init__(self) -> None:
-        if not self.offline_after > 0:
-            raise ValueError("offline_after must be > 0")
-
-    def deadline(self, last_seen: float) -> float:
-        return last_seen + self.offline_after
-
-    def is_offline(self, last_seen: float, now: float) -> bool:
-        return now >= self.deadline(last_seen)
 
 
 class ReconnectPolicy(msgspec.Struct, frozen=True):
@@ -82,7 +54,9 @@ class ReconnectPolicy(msgspec.Struct, frozen=True):
     delay, as the protocol says, and no later than twice that, so a node that
     lost a healthy control plane is back long before the 60 s offline
     deadline; the jitter above the delay spreads a fleet that lost its control
-    plane at the same instant.  No delay exceeds ``cap``.
+    plane at the same instant.  No delay exceeds ``cap``, and none is shorter
+    than ``first_delay``: that floor is what makes the agent wait at least the
+    reconnect delay after every close, ``4409`` included.
     """
 
     first_delay: float = DEFAULT_RECONNECT_DELAY
@@ -116,26 +90,22 @@ def backoff(policy: ReconnectPolicy, rand: Callable[[], float]) -> Iterator[floa
 
 
 def good_session(*, system_info_sent: bool, connected_for: float, interval: float) -> bool:
-    """Whether a session earned a backoff reset (PROTOCOL.md section 4)."""
+    """Whether a session earned a backoff reset (``docs/protocol.md``, Reconnect and backoff)."""
     return system_info_sent and connected_for >= interval
 
 
 class CloseAction(enum.Enum):
-    RECONNECT = "reconnect"
-    BACK_OFF = "back_off"  # wait at least the reconnect delay, then retry
+    RECONNECT = "reconnect"  # after the next backoff delay
     EXIT = "exit"  # retrying cannot help
 
 
-CLOSE_HEARTBEAT_TIMEOUT: Final = 4001
-CLOSE_UNAUTHORIZED: Final = 4401
-CLOSE_SESSION_CONFLICT: Final = 4409
-CLOSE_GOING_AWAY: Final = 1001
-
-
 def on_close(code: int) -> CloseAction:
-    """What the agent does when the control plane closes with ``code``."""
+    """What the agent does when the control plane closes with ``code``.
+
+    Only a refused credential stops it.  ``4409`` (another session for this
+    node) needs no timing of its own: every backoff delay is already at least
+    the reconnect delay the protocol asks for.
+    """
     if code == CLOSE_UNAUTHORIZED:
         return CloseAction.EXIT
-    if code == CLOSE_SESSION_CONFLICT:
-        return CloseAction.BACK_OFF
     return CloseAction.RECONNECT

@@ -17,7 +17,10 @@ from typing import Any, Final
 
 import msgspec
 
-from vectorlay.domain.messages import DeployPayload, Gpu, ReplicaReport, ReplicaStatus
+# The GPU ledger's slots and their rule are shared with the control plane.
+from vectorlay.domain.hostreport import GpuSlot as GpuSlot
+from vectorlay.domain.hostreport import assignable_slots as assignable_slots
+from vectorlay.domain.messages import DeployPayload, ReplicaReport, ReplicaStatus
 from vectorlay.domain.redact import redacted_items, redacted_repr
 from vectorlay.domain.validation import (
     check_env_vars,
@@ -27,33 +30,12 @@ from vectorlay.domain.validation import (
 )
 from vectorlay.errors import ValidationError
 
-CONTAINER_PREFIX: Final = "replica-"
 LIVE: Final = frozenset({ReplicaStatus.PENDING, ReplicaStatus.RUNNING})
 
 
 def container_name(replica_id: str) -> str:
-    return f"{CONTAINER_PREFIX}{replica_id}"
-
-
-class GpuSlot(msgspec.Struct, frozen=True, order=True):
-    """An assignable GPU: bound to vfio-pci, with an IOMMU group."""
-
-    pci_address: str
-    iommu_group: str
-
-
-ASSIGNABLE_DRIVER: Final = "vfio-pci"
-# Kata's containerd shim: one micro-VM per container.
-DEFAULT_OCI_RUNTIME: Final = "io.containerd.kata.v2"
-
-
-def assignable_slots(gpus: Iterable[Gpu]) -> list[GpuSlot]:
-    """GPUs Kata can pass through: bound to vfio-pci and in an IOMMU group."""
-    return sorted(
-        GpuSlot(g.pci_address, g.iommu_group)
-        for g in gpus
-        if g.driver == ASSIGNABLE_DRIVER and g.iommu_group
-    )
+    """The name of a replica's container: one per replica, found again by it."""
+    return f"replica-{replica_id}"
 
 
 class ContainerSpec(msgspec.Struct, frozen=True):

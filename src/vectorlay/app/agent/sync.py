@@ -1,0 +1,150 @@
+"""The agent's picture of its host and its containers, kept current.
+
+:class:`HostState` holds the latest host report (the GPUs it finds are what
+the replica table hands out); :class:`RuntimeSync` brings the replica table
+in line with what the container runtime lists, following its change events
+with a slow periodic re-list as a safety net.  Runtime I/O lives here, never
+on the heartbeat path: a hung nerdctl delays the table, not the heartbeats.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Collection
+from contextlib import aclosing
+
+import anyio
+
+from vectorlay.domain.agent.replicas import ReplicaTable, assignable_slots
+from vectorlay.domain.messages import HostReport
+from vectorlay.errors import ContainerRuntimeError
+from vectorlay.ports import Clock, HardwareProbe, Runtime
+
+log = logging.getLogger("vectorlay.agent")
+
+
+class HostState:
+    """The latest host report, and when it was taken."""
+
+    def __init__(
+        self, probe: HardwareProbe, table: ReplicaTable, clock: Clock, report: HostReport
+    ) -> None:
+        self._probe = probe
+        self._table = table
+        self._clock = clock
+        self.report = report
+        self._taken_at = clock.monotonic()
+        self._take(report)
+
+    @classmethod
+    async def probed(cls, probe: HardwareProbe, table: ReplicaTable, clock: Clock) -> HostState:
+        """The host as a first probe finds it."""
+        return cls(probe, table, clock, await probe.report())
+
+    async def probe(self) -> HostReport:
+        """Probe again; the new report replaces the last."""
+        report = await self._probe.report()
+        self.report = report
+        self._taken_at = self._clock.monotonic()
+        self._take(report)
+        return report
+
+    def older_than(self, seconds: float) -> bool:
+        return self._clock.monotonic() - self._taken_at > seconds
+
+    def _take(self, report: HostReport) -> None:
+        self._table.set_slots(assignable_slots(report.hardware.gpus))
+        if not report.ready:
+            missing = [f"{d.name} ({d.detail})" for d in report.dependencies if not d.ok]
+            log.warning("host is degraded: %s", "; ".join(missing))
+
+
+class ConflictLog:
+    """Says once when a container claims GPUs another replica holds."""
+
+    def __init__(self, table: ReplicaTable) -> None:
+        self._table = table
+        self._logged: dict[str, tuple[str, ...]] = {}
+
+    def check(self) -> None:
+        conflicts = dict(self._table.conflicts)
+        if conflicts and conflicts != self._logged:
+            log.error(
+                "containers claim GPUs held by other replicas (the earlier holder keeps them): %s",
+                "; ".join(f"{rid}: {'+'.join(gpus)}" for rid, gpus in sorted(conflicts.items())),
+            )
+        self._logged = conflicts
+
+
+class RuntimeSync:
+    """The replica table kept in line with the container runtime's list.
+
+    ``busy`` names the replicas a command is queued or running for: what
+    such a command decides is newer than a list taken meanwhile.
+    ``changed`` is called when a re-list changed the table.
+    """
+
+    def __init__(
+        self,
+        *,
+        runtime: Runtime,
+        table: ReplicaTable,
+        clock: Clock,
+        conflicts: ConflictLog,
+        busy: Callable[[], Collection[str]],
+        changed: Callable[[], None],
+        resync_interval: float,
+        retry_delay: float,
+    ) -> None:
+        self._runtime = runtime
+        self._table = table
+        self._clock = clock
+        self._conflicts = conflicts
+        self._busy = busy
+        self._changed = changed
+        self._resync_interval = resync_interval
+        self._retry_delay = retry_delay
+        self._refreshing = anyio.Lock()
+        self.listed = False  # at least one runtime list succeeded
+
+    async def refresh(self, *, adopting: bool = False) -> None:
+        """Bring the replica table in line with the runtime's list.
+
+        One refresh at a time; replicas that a command touched while the list
+        was being taken keep what the command decided (the list is older).
+        """
+        async with self._refreshing:
+            versions = self._table.versions()
+            busy = set(self._busy())
+            try:
+                states = await self._runtime.list()
+            except ContainerRuntimeError as exc:
+                log.warning("cannot list containers: %s", exc)
+                return
+            self.listed = True
+            changed = self._table.observe(
+                states, busy=busy | set(self._busy()), unchanged_since=versions
+            )
+        if changed and not adopting:
+            self._changed()
+        self._conflicts.check()
+
+    async def watch(self) -> None:
+        """Follow container changes, plus a slow periodic re-list; runs until cancelled."""
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._follow_changes)
+            while True:
+                await self._clock.sleep(self._resync_interval)
+                await self.refresh()
+
+    async def _follow_changes(self) -> None:
+        while True:
+            try:
+                # aclosing: the runtime's watcher (a nerdctl events process)
+                # ends with this loop, not whenever the generator is collected.
+                async with aclosing(self._runtime.changes()) as changes:
+                    async for _ in changes:
+                        await self.refresh()
+            except ContainerRuntimeError as exc:
+                log.warning("watching containers failed: %s; retrying", exc)
+            await self._clock.sleep(self._retry_delay)

@@ -1,0 +1,38 @@
+"""How both programs read a node's host report: readiness and assignable GPUs.
+
+The agent decides with these rules what it reports and which GPUs it hands
+out; the control plane uses the same rules to count a node's capacity, so the
+two can never disagree about what a node can take.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Final
+
+import msgspec
+
+from vectorlay.domain.messages import Dependency, Gpu
+
+ASSIGNABLE_DRIVER: Final = "vfio-pci"
+
+
+class GpuSlot(msgspec.Struct, frozen=True, order=True):
+    """An assignable GPU: bound to vfio-pci, with an IOMMU group."""
+
+    pci_address: str
+    iommu_group: str
+
+
+def assignable_slots(gpus: Iterable[Gpu]) -> list[GpuSlot]:
+    """GPUs Kata can pass through: bound to vfio-pci and in an IOMMU group."""
+    return sorted(
+        GpuSlot(g.pci_address, g.iommu_group)
+        for g in gpus
+        if g.driver == ASSIGNABLE_DRIVER and g.iommu_group
+    )
+
+
+def is_ready(dependencies: Iterable[Dependency]) -> bool:
+    """A node is ready when every dependency it checked is ok (none checked: ready)."""
+    return all(d.ok for d in dependencies)
