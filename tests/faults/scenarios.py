@@ -5,6 +5,15 @@ broken invariant, so that ``benchmarks/faults.py`` can run long campaigns
 and print what happened; the tests in this package run the same functions
 with a few rounds and assert a clean tally.  A round is one unit of abuse:
 one fuzzed batch, one control-plane restart, one agent crash, ...
+
+Replay: round ``r`` (counted from 1) of a scenario run with ``seed`` draws
+every random choice from ``round_rng(seed, r - 1)``, that is
+``random.Random(f"{seed}/{r}")``, whatever ran before it; the hypothesis
+scenarios generate their batches from one run seeded with ``seed`` and as
+many examples as rounds, and execute only the rounds asked for.  So the seed,
+the number of rounds and a round number name the same choices again;
+``only=r`` runs that round alone.  Timing (processes, the scheduler) is not
+replayed, and a round run alone misses what earlier rounds left behind.
 """
 
 from __future__ import annotations
@@ -42,26 +51,24 @@ from tests.faults.frames import (
     leaks,
 )
 from tests.faults.inproc import run_fuzz_session
-from tests.faults.procs import (
+from tests.faults.recording import Collector, Relay, max_gap
+from tests.support import (
     ADMIN_TOKEN,
     NODE_TOKEN,
     ORG_TOKEN,
     AgentNode,
-    Collector,
-    ControlPlaneProc,
-    Proc,
     Reaper,
-    Relay,
     in_flight,
     kill_orphans,
-    max_gap,
     node_id_of,
     online,
     reaping,
-    register,
+    wait_for,
 )
-from tests.integration.wspeer import WsPeer, make_certificates
-from tests.support import wait_for
+from tests.support import ControlPlaneProcess as ControlPlaneProc
+from tests.support import Process as Proc
+from tests.support.wspeer import WsPeer, make_certificates, register
+from vectorlay.domain.agent.heartbeat import DEFAULT_RECONNECT_CAP
 from vectorlay.domain.messages import (
     Deploy,
     DeployPayload,
@@ -80,6 +87,28 @@ from vectorlay.domain.messages import (
 
 INTERVAL = 1.0  # heartbeat interval of the agents under test, seconds
 CADENCE = 1.5  # the longest heartbeat gap allowed, in intervals
+CP_INTERVAL = 0.5  # heartbeat interval of the agents talking to a real control plane
+# A session the agent counts as good (system_info sent, one heartbeat interval
+# up) resets its reconnect backoff (docs/protocol.md, "Reconnect and backoff").
+GOOD_SESSION = 1.5 * CP_INTERVAL
+# How long a node may take to come back after the control plane restarts: the
+# agent may wait up to the backoff cap before its next attempt, then connect,
+# probe the host and send system_info.
+RECONNECT_WAIT = DEFAULT_RECONNECT_CAP + 30.0
+
+
+def round_rng(seed: int, r: int) -> random.Random:
+    """Where round index ``r`` (round ``r + 1``) draws its choices, whatever ran before it."""
+    return random.Random(f"{seed}/{r + 1}")
+
+
+def round_indexes(rounds: int, only: int | None = None) -> range:
+    """Indexes of the rounds to run: all ``rounds``, or round ``only`` (from 1) alone."""
+    if only is None:
+        return range(rounds)
+    if not 1 <= only <= rounds:
+        raise ValueError(f"round {only} is not one of rounds 1 to {rounds}")
+    return range(only - 1, only)
 
 
 @dataclass
@@ -87,7 +116,8 @@ class Tally:
     """What one scenario saw over its rounds."""
 
     scenario: str
-    rounds: int = 0
+    seed: int | None = None  # what the rounds' choices derive from
+    rounds: int = 0  # rounds run
     failures: int = 0  # rounds in which some invariant broke
     lost: int = 0  # commands without an answer
     duplicates: int = 0  # second containers for one replica id
@@ -96,16 +126,19 @@ class Tally:
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
     info: Counter[str] = field(default_factory=Counter)  # what the abuse consisted of
+    failed_rounds: list[int] = field(default_factory=list)  # numbers, from 1
     _round: list[str] = field(default_factory=list)
 
     def fail(self, text: str) -> None:
         self._round.append(text)
 
-    def end_round(self) -> None:
+    def end_round(self, r: int) -> None:
+        """Round index ``r`` is over: its violations are noted as round ``r + 1``."""
         self.rounds += 1
         if self._round:
             self.failures += 1
-            self.notes.extend(f"round {self.rounds}: {text}" for text in self._round)
+            self.failed_rounds.append(r + 1)
+            self.notes.extend(f"round {r + 1}: {text}" for text in self._round)
         self._round = []
 
     def finish(self) -> None:
@@ -126,8 +159,10 @@ class Tally:
         )
 
     def report(self) -> str:
+        seed = f" (seed {self.seed})" if self.seed is not None else ""
         head = (
-            f"{self.scenario}: {self.rounds} rounds, {self.failures} failures, {self.lost} lost, "
+            f"{self.scenario}{seed}: {self.rounds} rounds, {self.failures} failures, "
+            f"{self.lost} lost, "
             f"{self.duplicates} duplicates, {self.double_gpus} double GPUs, {self.secrets} secrets"
         )
         return "\n".join([head, *self.notes[:40]])
@@ -202,30 +237,41 @@ def secret_value(rng: random.Random) -> str:
 # --- wire fuzzing ------------------------------------------------------------------------------
 
 
-def wire_fuzz_inprocess(rounds: int, seed: int, backend: str = "asyncio") -> Tally:
+def wire_fuzz_inprocess(
+    rounds: int, seed: int, backend: str = "asyncio", *, only: int | None = None
+) -> Tally:
     """Hypothesis batches against a live in-memory agent session, one session per round."""
 
     def run(tally: Tally) -> None:
+        wanted = set(round_indexes(rounds, only))
+        generated = itertools.count()
+
         @_hypothesis(rounds, seed)
         @given(batches)
         def one_round(frames: list[Frame]) -> None:
+            r = next(generated)
+            if r not in wanted:
+                return
             outcome = run_fuzz_session(frames, backend)
             tally.lost += outcome.lost
             tally.double_gpus += outcome.double_gpus
             tally.secrets += outcome.secrets
             for text in outcome.violations:
                 tally.fail(text)
-            tally.end_round()
+            tally.end_round(r)
 
         one_round()
 
-    return timed(run, Tally(f"wire fuzz, in-process ({backend})"))
+    return timed(run, Tally(f"wire fuzz, in-process ({backend})", seed))
 
 
-def wire_fuzz_process(root: Path, rounds: int, seed: int) -> Tally:
+def wire_fuzz_process(root: Path, rounds: int, seed: int, *, only: int | None = None) -> Tally:
     """Hypothesis batches against the real agent process over a real WebSocket."""
 
     def run(tally: Tally) -> None:
+        wanted = set(round_indexes(rounds, only))
+        generated = itertools.count()
+
         with reaping() as reaper:
             peer = WsPeer().start()
             reaper.peers.append(peer)
@@ -238,6 +284,9 @@ def wire_fuzz_process(root: Path, rounds: int, seed: int) -> Tally:
             @_hypothesis(rounds, seed)
             @given(batches)
             def one_round(frames: list[Frame]) -> None:
+                r = next(generated)
+                if r not in wanted:
+                    return
                 start = len(collector.items)
                 expected = Expected.of(frames)
                 runnable.update(expected.runnable)
@@ -249,7 +298,7 @@ def wire_fuzz_process(root: Path, rounds: int, seed: int) -> Tally:
                 _await_answers(tally, collector, start, expected, frames)
                 if not agent.alive():
                     tally.fail("the agent process died")
-                tally.end_round()
+                tally.end_round(r)
 
             try:
                 one_round()
@@ -268,7 +317,7 @@ def wire_fuzz_process(root: Path, rounds: int, seed: int) -> Tally:
             _scan(tally, [agent.log, *_argvs(node)], (ORG_TOKEN, NODE_TOKEN), "logs or argv")
             _stop_agent(tally, agent, node)
 
-    return timed(run, Tally("wire fuzz, agent process"))
+    return timed(run, Tally("wire fuzz, agent process", seed))
 
 
 def _stop_agent(tally: Tally, agent: Proc, node: AgentNode) -> None:
@@ -365,9 +414,8 @@ def _check_runs(tally: Tally, node: AgentNode, runnable: Counter[str]) -> None:
 # --- control-plane chaos ---------------------------------------------------------------------
 
 
-def control_plane_chaos(root: Path, rounds: int, seed: int) -> Tally:
+def control_plane_chaos(root: Path, rounds: int, seed: int, *, only: int | None = None) -> Tally:
     """Restart the control plane (SIGKILL or SIGTERM) while deploys and stops are in flight."""
-    rng = random.Random(seed)
 
     def run(tally: Tally) -> None:
         with reaping() as reaper:
@@ -375,16 +423,14 @@ def control_plane_chaos(root: Path, rounds: int, seed: int) -> Tally:
             relay = Relay(cp.url).start()
             reaper.peers.append(relay)
             node = AgentNode.build(root / "node", reaper)
-            agent = node.agent(relay.url, interval=0.5).start(reaper)
+            agent = node.agent(relay.url, interval=CP_INTERVAL).start(reaper)
             node_id = online(cp, node)
             live: list[str] = []
             stopped: list[str] = []
             secrets: list[str] = []
-            for r in range(rounds):
-                try:
-                    online(cp, node, timeout=30)
-                except AssertionError as exc:
-                    tally.fail(str(exc))
+            for r in round_indexes(rounds, only):
+                rng = round_rng(seed, r)
+                _back_for_good(tally, cp, node)
                 # A slow runtime keeps commands in flight when the control plane goes.
                 node.nerdctl.delay("run", rng.uniform(0.3, 1.2), times=2)
                 if rng.random() < 0.5:
@@ -413,7 +459,9 @@ def control_plane_chaos(root: Path, rounds: int, seed: int) -> Tally:
                 cp.start()
                 if not agent.alive():
                     tally.fail("the agent process died")
-                tally.end_round()
+                tally.end_round(r)
+            with contextlib.suppress(AssertionError):  # _converge says what is missing
+                online(cp, node, timeout=RECONNECT_WAIT)
             _converge(tally, cp, node, live, stopped)
             _check_deliveries(tally, relay, live, stopped)
             for rid in live:
@@ -430,7 +478,23 @@ def control_plane_chaos(root: Path, rounds: int, seed: int) -> Tally:
             )
             _stop_agent(tally, agent, node)
 
-    return timed(run, Tally("control-plane restarts"))
+    return timed(run, Tally("control-plane restarts", seed))
+
+
+def _back_for_good(tally: Tally, cp: ControlPlaneProc, node: AgentNode) -> None:
+    """Wait for the node's new session, then keep it up long enough to reset the backoff.
+
+    After a session shorter than one heartbeat interval the agent's next wait
+    grows, up to ``DEFAULT_RECONNECT_CAP``.  Restarts that came that soon,
+    round after round, once made it wait longer than this scenario waited for
+    the node, and the round's deploys found no online node (HTTP 409).
+    """
+    try:
+        online(cp, node, timeout=RECONNECT_WAIT)
+    except AssertionError as exc:
+        tally.fail(str(exc))
+        return
+    time.sleep(GOOD_SESSION)
 
 
 def _post_replica(
@@ -541,26 +605,28 @@ def agent_crashes(
     seed: int,
     points: Sequence[str] = KILL_POINTS,
     converge_timeout: float = 20.0,
+    *,
+    only: int | None = None,
 ) -> Tally:
     """SIGKILL the agent before, during or after the nerdctl call of a deploy or stop.
 
     ``racing``: during, with the dead agent's call left running and the
     restarted agent's own call for the same replica slower than it.
     """
-    rng = random.Random(seed)
 
     def run(tally: Tally) -> None:
         with reaping() as reaper:
             cp = ControlPlaneProc(root / "cp", reaper).start()
             node = AgentNode.build(root / "node", reaper)
-            agent = node.agent(cp.url, interval=0.5).start(reaper)
+            agent = node.agent(cp.url, interval=CP_INTERVAL).start(reaper)
             node_id = online(cp, node)
             saved = node.node_json.read_bytes()
             live: list[str] = []
             stopped: list[str] = []
             secrets: list[str] = []
             delay = 0.0
-            for r in range(rounds):
+            for r in round_indexes(rounds, only):
+                rng = round_rng(seed, r)
                 op = "run" if len(live) < 2 or rng.random() < 0.6 else "stop"
                 point = rng.choice(list(points))
                 rid = f"ac-{r}" if op == "run" else live[rng.randrange(len(live))]
@@ -579,7 +645,7 @@ def agent_crashes(
                     # dir, so a racing call with env vars would just fail.
                     env = {} if point == "racing" else {"TOKEN": secret}
                     if not _post_replica(tally, cp, rid, rng.choice([0, 1, 1]), env):
-                        tally.end_round()
+                        tally.end_round(r)
                         continue
                     live.append(rid)
                     secrets.append(secret)
@@ -603,13 +669,13 @@ def agent_crashes(
                 else:
                     _kill_event_streams(node)
                     tally.info["nerdctl calls left running"] += len(orphans)
-                agent = node.agent(cp.url, interval=0.5, org_token=None).start(reaper)
+                agent = node.agent(cp.url, interval=CP_INTERVAL, org_token=None).start(reaper)
                 _crash_invariants(tally, cp, node, node_id, saved, live, stopped, converge_timeout)
                 if point == "racing" and _raced(node, op, rid, calls_before, delay):
                     tally.info[f"races reached (nerdctl {op})"] += 1
                 if not agent.alive():
                     tally.fail(f"the restarted agent exited: {agent.log[-500:]}")
-                tally.end_round()
+                tally.end_round(r)
             _check_runs(tally, node, Counter({rid: 1 for rid in live + stopped}))
             _check_gpus_free(tally, cp, node_id, live)
             _scan(
@@ -620,7 +686,7 @@ def agent_crashes(
             )
             _stop_agent(tally, agent, node)
 
-    return timed(run, Tally("agent SIGKILL and restart"))
+    return timed(run, Tally("agent SIGKILL and restart", seed))
 
 
 def _raced(node: AgentNode, op: str, rid: str, since: int, delay: float) -> bool:
@@ -703,9 +769,8 @@ def _garbage(rng: random.Random) -> str:
     return rng.choice(kinds)()
 
 
-def runtime_chaos(root: Path, rounds: int, seed: int) -> Tally:
+def runtime_chaos(root: Path, rounds: int, seed: int, *, only: int | None = None) -> Tally:
     """nerdctl that hangs, fails, is slow or prints garbage, for replicas side by side."""
-    rng = random.Random(seed)
 
     def run(tally: Tally) -> None:
         with reaping() as reaper:
@@ -717,11 +782,12 @@ def runtime_chaos(root: Path, rounds: int, seed: int) -> Tally:
             collector = Collector(session).start()
             secrets: list[str] = []
             try:
-                for r in range(rounds):
+                for r in round_indexes(rounds, only):
+                    rng = round_rng(seed, r)
                     _runtime_round(tally, r, rng, node, session, collector, secrets)
                     if not agent.alive():
                         tally.fail("the agent process died")
-                    tally.end_round()
+                    tally.end_round(r)
                 _check_cadence(tally, collector.times(Heartbeat), "under runtime chaos")
             finally:
                 collector.stop()
@@ -735,7 +801,7 @@ def runtime_chaos(root: Path, rounds: int, seed: int) -> Tally:
             )
             _stop_agent(tally, agent, node)
 
-    return timed(run, Tally("runtime chaos"))
+    return timed(run, Tally("runtime chaos", seed))
 
 
 @dataclass
@@ -916,24 +982,23 @@ STORAGE_CASES = (
 )
 
 
-def storage_faults(root: Path, rounds: int, seed: int) -> Tally:
+def storage_faults(root: Path, rounds: int, seed: int, *, only: int | None = None) -> Tally:
     """Broken node.json and broken disks: clear errors, nothing corrupted, nothing retried."""
-    rng = random.Random(seed)
 
     def run(tally: Tally) -> None:
         with reaping() as reaper:
             peer = WsPeer().start()
             reaper.peers.append(peer)
-            for r in range(rounds):
+            for r in round_indexes(rounds, only):
                 case = STORAGE_CASES[r % len(STORAGE_CASES)]
                 node = AgentNode.build(root / f"r{r}", reaper)
                 try:
-                    _storage_case(tally, case, node, peer, reaper, rng)
+                    _storage_case(tally, case, node, peer, reaper, round_rng(seed, r))
                 except (AssertionError, subprocess.TimeoutExpired) as exc:
                     tally.fail(f"{case}: {exc}")
-                tally.end_round()
+                tally.end_round(r)
 
-    return timed(run, Tally("storage faults"))
+    return timed(run, Tally("storage faults", seed))
 
 
 def _valid_config(url: str) -> bytes:
@@ -1092,18 +1157,18 @@ def _disk_full_replace(tally: Tally, node: AgentNode, url: str) -> None:
 # --- secrets ------------------------------------------------------------------------------------
 
 
-def secrets_scan(root: Path, rounds: int, seed: int) -> Tally:
+def secrets_scan(root: Path, rounds: int, seed: int, *, only: int | None = None) -> Tally:
     """Debug logs, argv, error texts and API answers never hold a token or an env value."""
-    rng = random.Random(seed)
 
     def run(tally: Tally) -> None:
         with reaping() as reaper:
             cp = ControlPlaneProc(root / "cp", reaper).start()
             node = AgentNode.build(root / "node", reaper)
-            agent = node.agent(cp.url, interval=0.5).start(reaper)
+            agent = node.agent(cp.url, interval=CP_INTERVAL).start(reaper)
             node_id = online(cp, node)
             secrets: list[str] = []
-            for r in range(rounds):
+            for r in round_indexes(rounds, only):
+                rng = round_rng(seed, r)
                 good, echoed, refused = (secret_value(rng) for _ in range(3))
                 if r % 3 == 2:
                     echoed = echoed[:12] + "  two spaces\tand a tab " + echoed[12:]
@@ -1144,7 +1209,7 @@ def secrets_scan(root: Path, rounds: int, seed: int) -> Tally:
                 for path in ("/v1/nodes", f"/v1/nodes/{node_id}", "/v1/replicas", "/"):
                     cp.request("GET", path)
                 cp.request("DELETE", f"/v1/replicas/sc-{r}-a")
-                tally.end_round()
+                tally.end_round(r)
             _stop_agent(tally, agent, node)
             if node.env_files():
                 tally.fail(f"env files left behind: {node.env_files()}")
@@ -1160,7 +1225,7 @@ def secrets_scan(root: Path, rounds: int, seed: int) -> Tally:
             if "K2" not in agent.log:
                 tally.fail("the agent log does not even name the env variables")
 
-    return timed(run, Tally("secrets"))
+    return timed(run, Tally("secrets", seed))
 
 
 # --- transport security ---------------------------------------------------------------------------
@@ -1191,7 +1256,7 @@ def _self_signed(directory: Path) -> tuple[Path, Path]:
     return cert, key
 
 
-def transport_security(root: Path, rounds: int, seed: int) -> Tally:
+def transport_security(root: Path, rounds: int, seed: int, *, only: int | None = None) -> Tally:
     """ws:// only to loopback without --insecure; wss:// trusts only what it is told to."""
 
     def run(tally: Tally) -> None:
@@ -1207,16 +1272,16 @@ def transport_security(root: Path, rounds: int, seed: int) -> Tally:
             plain = WsPeer(host=address).start() if address else None
             if plain is not None:
                 reaper.peers.append(plain)
-            for r in range(rounds):
+            for r in round_indexes(rounds, only):
                 case = TRANSPORT_CASES[r % len(TRANSPORT_CASES)]
                 node = AgentNode.build(root / f"r{r}", reaper)
                 try:
                     _transport_case(tally, case, node, peer, plain, cert, other.ca, reaper)
                 except (AssertionError, subprocess.TimeoutExpired) as exc:
                     tally.fail(f"{case}: {exc}")
-                tally.end_round()
+                tally.end_round(r)
 
-    return timed(run, Tally("transport security"))
+    return timed(run, Tally("transport security", seed))
 
 
 def _non_loopback_address() -> str | None:
@@ -1287,11 +1352,16 @@ def _transport_case(
 
 
 __all__ = [
+    "CP_INTERVAL",
+    "GOOD_SESSION",
+    "RECONNECT_WAIT",
     "STORAGE_CASES",
     "TRANSPORT_CASES",
     "Tally",
     "agent_crashes",
     "control_plane_chaos",
+    "round_indexes",
+    "round_rng",
     "runtime_chaos",
     "secrets_scan",
     "storage_faults",
