@@ -11,7 +11,6 @@ or exit when retrying cannot help.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Iterator
 
 import anyio
@@ -28,7 +27,7 @@ from vectorlay.domain.agent.heartbeat import CloseAction, good_session, on_close
 from vectorlay.domain.agent.identity import NodeConfig
 from vectorlay.domain.agent.replicas import ReplicaTable
 from vectorlay.domain.agent.session import Event, Phase, step
-from vectorlay.domain.closecodes import CLOSE_GOING_AWAY
+from vectorlay.domain.closecodes import CLOSE_GOING_AWAY, CLOSE_SESSION_CONFLICT
 from vectorlay.domain.messages import (
     Deploy,
     DeployResult,
@@ -151,16 +150,23 @@ class SessionLoop:
                         exc.code,
                     )
                     return EXIT_UNAUTHORIZED
-                log.warning("session closed by the control plane (code %d)", exc.code)
+                if exc.code == CLOSE_SESSION_CONFLICT:
+                    log.warning(
+                        "another session for this node is open (code %d); retrying after a pause",
+                        exc.code,
+                    )
+                else:
+                    log.warning("session closed by the control plane (code %d)", exc.code)
             except TransportError as exc:
                 if not self._stopping.is_set():
                     log.warning("session ended: %s", exc)
             session, self._session = self._session, None
             if self._stopping.is_set():
                 break
-            if session is not None and good_session(
-                system_info_sent=session.system_info_at is not None,
-                connected_for=self._clock.monotonic() - (session.system_info_at or math.inf),
+            sent_at = session.system_info_at if session is not None else None
+            if sent_at is not None and good_session(
+                system_info_sent=True,
+                connected_for=self._clock.monotonic() - sent_at,
                 interval=self._config.heartbeat_interval,
             ):
                 delays = self._backoff()
