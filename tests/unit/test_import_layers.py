@@ -95,9 +95,15 @@ AGENT: Final = (
     "adapters.transport",
     "adapters.runtime",
     "adapters.probe",
+    "adapters.memory.agent",
     "app.agent",
 )
-CONTROL_PLANE: Final = ("domain.fleet", "adapters.controlplane", "app.controlplane")
+CONTROL_PLANE: Final = (
+    "domain.fleet",
+    "adapters.controlplane",
+    "adapters.memory.fleet",
+    "app.controlplane",
+)
 SHARED: Final = (
     "",  # the package's own __init__
     "__main__",
@@ -105,7 +111,7 @@ SHARED: Final = (
     "ports",
     "domain",  # its __init__; its top-level modules are matched below
     "adapters",
-    "adapters.memory",
+    "adapters.memory",  # its __init__ re-exports both programs' twins
     "adapters.filesystem",
     "adapters.clock",
     "adapters.commands",
