@@ -18,12 +18,13 @@ import pytest
 from tests.support import ORG_TOKEN as SECRET
 from vectorlay import __version__
 from vectorlay.app import cli, logs
-from vectorlay.app.cli import (
+from vectorlay.app.cli import main
+from vectorlay.app.options import (
+    Notes,
     UsageError,
     agent_settings,
     check_settings,
     control_plane_settings,
-    main,
 )
 from vectorlay.app.settings import AgentSettings, CheckSettings, ControlPlaneSettings
 
@@ -285,7 +286,7 @@ def registered_state(tmp_path: Path) -> Path:
 def test_missing_token_file_is_fine_once_the_node_has_registered(tmp_path: Path) -> None:
     state = registered_state(tmp_path)
     missing = str(tmp_path / "org-token")
-    notes: cli.Notes = []
+    notes: Notes = []
     settings = agent_settings(
         parse("run", "--token-file", missing, "--state-dir", str(state)), {}, notes
     )
@@ -368,7 +369,7 @@ def test_a_token_file_open_to_others_is_read_with_a_warning(tmp_path: Path) -> N
     token_file.write_text(SECRET)
     for mode, expected in ((0o600, []), (0o400, []), (0o644, ["0644"]), (0o620, ["0620"])):
         token_file.chmod(mode)
-        notes: cli.Notes = []
+        notes: Notes = []
         settings = agent_settings(parse("run", "--token-file", str(token_file)), {}, notes)
         assert settings.org_token == SECRET
         assert notes == [exposed_warning(token_file, m) for m in expected]
@@ -382,7 +383,7 @@ def test_control_plane_token_files_open_to_others_are_read_with_a_warning(
     admin.write_text("admin-1\n")
     org.chmod(0o640)
     admin.chmod(0o604)
-    notes: cli.Notes = []
+    notes: Notes = []
     args = parse("control-plane", "--org-token-file", str(org), "--admin-token-file", str(admin))
     settings = control_plane_settings(args, {}, notes)
     assert (settings.org_tokens, settings.admin_tokens) == ((SECRET,), ("admin-1",))

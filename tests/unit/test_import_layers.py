@@ -117,6 +117,7 @@ SHARED: Final = (
     "adapters.commands",
     "app",
     "app.cli",
+    "app.options",
     "app.logs",
     "app.backends",
     "app.settings",
