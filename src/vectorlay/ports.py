@@ -132,7 +132,7 @@ class FleetStore(Protocol):
 
     The reference control plane uses SQLite
     (``adapters/controlplane/sqlite_store.py``; its in-memory twin is
-    ``adapters/memory.py``'s ``MemoryFleetStore``); a fleet-scale deployment
+    ``adapters/memory/fleet.py``'s ``MemoryFleetStore``); a fleet-scale deployment
     puts PostgreSQL or Redis behind the same methods.
     Node tokens are handed over in clear only to be hashed: a store keeps a
     digest and compares in constant time.
