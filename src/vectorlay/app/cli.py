@@ -33,6 +33,7 @@ from vectorlay.app.settings import (
     CheckSettings,
     ControlPlaneSettings,
     LogSettings,
+    PrepareGpusSettings,
 )
 from vectorlay.domain.agent.heartbeat import DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_RECONNECT_DELAY
 from vectorlay.domain.liveness import DEFAULT_OFFLINE_AFTER
@@ -161,6 +162,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     _common(run)
 
+    _prepare_gpus_parser(sub)
+
     cp = sub.add_parser("control-plane", help="run the reference control plane")
     cp.add_argument(
         "--listen", metavar="HOST:PORT", help=_env("VECTORLAY_CP_LISTEN", DEFAULT_CP_LISTEN)
@@ -186,6 +189,30 @@ def _parser() -> argparse.ArgumentParser:
     )
     _common(cp)
     return parser
+
+
+def _prepare_gpus_parser(sub: Any) -> None:
+    prep = sub.add_parser(
+        "prepare-gpus",
+        help="bind GPUs and their IOMMU-group siblings to vfio-pci (plan only without --apply)",
+    )
+    prep.add_argument("--apply", action="store_true", help="do the binds (as root)")
+    prep.add_argument(
+        "--persist", action="store_true", help="install a systemd unit that binds at every boot"
+    )
+    prep.add_argument("--json", action="store_true", help="print one JSON object")
+    prep.add_argument(
+        "--gpu",
+        metavar="ADDR",
+        action="append",
+        default=[],
+        help="only this GPU and its group (repeatable); how a GPU on a host driver or "
+        "driving the console is included",
+    )
+    prep.add_argument(
+        "--root", metavar="DIR", help="with --persist: install the unit under DIR (default /)"
+    )
+    _common(prep)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -329,6 +356,31 @@ def check_settings(args: argparse.Namespace, env: Mapping[str, str]) -> CheckSet
         json=bool(args.json),
         data_path=_value(args.data_path, env, "VECTORLAY_DATA_PATH", DEFAULT_DATA_PATH, _path),
         nerdctl=_value(args.nerdctl, env, "VECTORLAY_NERDCTL", _AGENT_DEFAULTS.nerdctl, _text),
+        backend=_backend(args, env),
+        log=_log_settings(args, env),
+    )
+
+
+def prepare_gpus_settings(args: argparse.Namespace, env: Mapping[str, str]) -> PrepareGpusSettings:
+    from vectorlay.adapters.probe.pci import normalize_address
+
+    gpus: list[str] = []
+    for raw in args.gpu:
+        address = normalize_address(raw)
+        if address is None:
+            raise UsageError(
+                f"--gpu: expected a PCI address such as 0000:17:00.0, got {raw[:40]!r}"
+            )
+        if address not in gpus:
+            gpus.append(address)
+    if args.root is not None and not args.persist:
+        raise UsageError("--root: only with --persist")
+    return PrepareGpusSettings(
+        apply=bool(args.apply),
+        persist=bool(args.persist),
+        json=bool(args.json),
+        gpus=tuple(gpus),
+        root=Path(args.root) if args.root is not None else None,
         backend=_backend(args, env),
         log=_log_settings(args, env),
     )
@@ -482,9 +534,11 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         return EXIT_USAGE
     notes: Notes = []
     try:
-        settings: CheckSettings | AgentSettings | ControlPlaneSettings
+        settings: CheckSettings | AgentSettings | ControlPlaneSettings | PrepareGpusSettings
         if args.command == "check":
             settings = check_settings(args, environ)
+        elif args.command == "prepare-gpus":
+            settings = prepare_gpus_settings(args, environ)
         elif args.command == "run":
             settings = agent_settings(args, environ, notes)
         else:
@@ -507,8 +561,14 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         return 130
 
 
-def _dispatch(settings: CheckSettings | AgentSettings | ControlPlaneSettings) -> int:
+def _dispatch(
+    settings: CheckSettings | AgentSettings | ControlPlaneSettings | PrepareGpusSettings,
+) -> int:
     # Each command imports only what it needs: `check` never loads httpx.
+    if isinstance(settings, PrepareGpusSettings):
+        from vectorlay.app.agent.prepare_gpus import main as prepare_gpus_main
+
+        return prepare_gpus_main(settings)
     if isinstance(settings, CheckSettings):
         from vectorlay.app.agent.check import main as check_main
 
