@@ -295,3 +295,15 @@ def test_the_human_table(tmp_path: Path) -> None:
     assert f"1      {GPU}  GPU   0300   nvidia         skip    {GPU} is on the host driver" in text
     assert f"  skipped {GPU}: {GPU} is on the host driver nvidia; name it with --gpu" in text
     assert "Afterwards: 0 GPU(s) assignable" in text
+
+
+def test_the_human_report_of_a_bind_that_did_not_take(tmp_path: Path) -> None:
+    kernel = FakeKernel(tmp_path / "host", [gpu(GPU, None, "1")], refuse={GPU: None})
+    out = io.StringIO()
+    settings = PrepareGpusSettings(apply=True)
+    code = prepare_gpus.main(settings, env=kernel.env(), sysfs=kernel, out=out)
+    text = out.getvalue()
+    assert code == 1
+    assert f"  {GPU}  1      FAILED  (none)      did not bind to vfio-pci: now on no driver" in text
+    assert "Now: 0 GPU(s) assignable" in text
+    assert "1 device(s) not on vfio-pci: see DETAIL above" in text

@@ -179,7 +179,9 @@ def _replace(result: Result, **changes: Any) -> Result:
 def render(result: Result) -> str:
     plan = result.plan
     lines = [
-        "Applied" if result.applied else "Plan (nothing is changed; --apply binds, as root)",
+        "Applied this plan (results below)"
+        if result.applied
+        else "Plan (nothing is changed; --apply binds, as root)",
         "",
     ]
     if plan.steps:
@@ -246,6 +248,11 @@ def _verdict(result: Result) -> list[str]:
         lines.append(f"{len(plan.binds)} device(s) to bind: run `{PROG} --apply` as root")
     elif not result.applied and plan.iommu_on:
         lines.append("Nothing to bind.")
+    elif result.applied and failed(result.outcomes):
+        lines.append(
+            f"{len(failed(result.outcomes))} device(s) not on vfio-pci: see DETAIL above "
+            "(a device that did not bind was given back to its host driver)"
+        )
     elif result.applied and result.code == EXIT_OK:
         done = sum(1 for o in result.outcomes if o.detail.startswith("bound"))
         lines.append(f"{done} device(s) bound." if done else "Nothing to bind.")
