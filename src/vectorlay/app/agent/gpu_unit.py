@@ -75,13 +75,13 @@ class Persisted:
 
 def running_executable() -> str:
     """The absolute path of this ``vectorlay-agent``, for ExecStart on this host."""
-    found = shutil.which("vectorlay-agent")
-    if found:
-        return os.path.abspath(found)
+    # The program being run first: `sudo /opt/vectorlay/bin/vectorlay-agent`
+    # must not be swapped for another install that sudo's PATH finds.
     argv0 = sys.argv[0] if sys.argv else ""
     if os.path.basename(argv0) == "vectorlay-agent" and os.path.isfile(argv0):
         return os.path.abspath(argv0)
-    return PACKAGED_EXECUTABLE
+    found = shutil.which("vectorlay-agent")
+    return os.path.abspath(found) if found else PACKAGED_EXECUTABLE
 
 
 def write_unit(root: Path, text: str) -> Path:
