@@ -201,7 +201,7 @@ def render(result: Result) -> str:
             ],
         )
     else:
-        lines.append("No GPUs found" + (" among those named with --gpu" if plan.groups else ""))
+        lines.append("No GPUs found")
     if result.kernel is not None:
         lines += [
             "",
