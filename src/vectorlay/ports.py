@@ -158,3 +158,34 @@ class FleetStore(Protocol):
 
 
 __all__ += ["FleetStore"]
+
+
+# --- prepare-gpus ------------------------------------------------------------------
+
+
+class SysfsWriter(Protocol):
+    """Binding PCI devices to drivers through the host's sysfs (``$HOST_SYS``).
+
+    The real adapter is ``adapters/probe/binding.py``'s ``SysfsFileWriter``;
+    its in-memory twin, which answers as the kernel does, is
+    ``adapters/probe/binding_memory.py``'s ``MemorySysfs``.
+    """
+
+    def write(self, relative: str, value: str) -> None:
+        """Write ``value`` to the existing attribute ``$HOST_SYS/<relative>`` in one write.
+
+        Raises ``OSError`` with the kernel's answer (``EBUSY``, ``ENODEV``,
+        ``EACCES`` ...); never creates a file.
+        """
+        ...
+
+    def driver(self, address: str) -> str | None:
+        """The driver bound to the PCI function ``address`` now; ``None`` when none is."""
+        ...
+
+    def driver_loaded(self, name: str) -> bool:
+        """``$HOST_SYS/bus/pci/drivers/<name>`` exists (the driver is loaded or built in)."""
+        ...
+
+
+__all__ += ["SysfsWriter"]

@@ -30,6 +30,7 @@ from vectorlay.app.options import (
     agent_settings,
     check_settings,
     control_plane_settings,
+    prepare_gpus_settings,
 )
 from vectorlay.app.settings import (
     DEFAULT_CP_DB,
@@ -40,6 +41,7 @@ from vectorlay.app.settings import (
     AgentSettings,
     CheckSettings,
     ControlPlaneSettings,
+    PrepareGpusSettings,
 )
 from vectorlay.domain.agent.heartbeat import DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_RECONNECT_DELAY
 from vectorlay.domain.liveness import DEFAULT_OFFLINE_AFTER
@@ -149,6 +151,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     _common(run)
 
+    _prepare_gpus_parser(sub)
+
     cp = sub.add_parser("control-plane", help="run the reference control plane")
     cp.add_argument(
         "--listen", metavar="HOST:PORT", help=_env("VECTORLAY_CP_LISTEN", DEFAULT_CP_LISTEN)
@@ -174,6 +178,30 @@ def _parser() -> argparse.ArgumentParser:
     )
     _common(cp)
     return parser
+
+
+def _prepare_gpus_parser(sub: Any) -> None:
+    prep = sub.add_parser(
+        "prepare-gpus",
+        help="bind GPUs and their IOMMU-group siblings to vfio-pci (plan only without --apply)",
+    )
+    prep.add_argument("--apply", action="store_true", help="do the binds (as root)")
+    prep.add_argument(
+        "--persist", action="store_true", help="install a systemd unit that binds at every boot"
+    )
+    prep.add_argument("--json", action="store_true", help="print one JSON object")
+    prep.add_argument(
+        "--gpu",
+        metavar="ADDR",
+        action="append",
+        default=[],
+        help="only this GPU and its group (repeatable); how a GPU on a host driver or "
+        "driving the console is included",
+    )
+    prep.add_argument(
+        "--root", metavar="DIR", help="with --persist: install the unit under DIR (default /)"
+    )
+    _common(prep)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -210,9 +238,11 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         return EXIT_USAGE
     notes: Notes = []
     try:
-        settings: CheckSettings | AgentSettings | ControlPlaneSettings
+        settings: CheckSettings | AgentSettings | ControlPlaneSettings | PrepareGpusSettings
         if args.command == "check":
             settings = check_settings(args, environ)
+        elif args.command == "prepare-gpus":
+            settings = prepare_gpus_settings(args, environ)
         elif args.command == "run":
             settings = agent_settings(args, environ, notes)
         else:
@@ -235,8 +265,14 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         return 130
 
 
-def _dispatch(settings: CheckSettings | AgentSettings | ControlPlaneSettings) -> int:
+def _dispatch(
+    settings: CheckSettings | AgentSettings | ControlPlaneSettings | PrepareGpusSettings,
+) -> int:
     # Each command imports only what it needs: `check` never loads httpx.
+    if isinstance(settings, PrepareGpusSettings):
+        from vectorlay.app.agent.prepare_gpus import main as prepare_gpus_main
+
+        return prepare_gpus_main(settings)
     if isinstance(settings, CheckSettings):
         from vectorlay.app.agent.check import main as check_main
 

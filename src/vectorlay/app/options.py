@@ -29,6 +29,7 @@ from vectorlay.app.settings import (
     CheckSettings,
     ControlPlaneSettings,
     LogSettings,
+    PrepareGpusSettings,
 )
 from vectorlay.domain.agent.heartbeat import DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_RECONNECT_DELAY
 from vectorlay.domain.liveness import DEFAULT_OFFLINE_AFTER
@@ -178,6 +179,31 @@ def check_settings(args: argparse.Namespace, env: Mapping[str, str]) -> CheckSet
         json=bool(args.json),
         data_path=_value(args.data_path, env, "VECTORLAY_DATA_PATH", DEFAULT_DATA_PATH, _path),
         nerdctl=_value(args.nerdctl, env, "VECTORLAY_NERDCTL", AGENT_DEFAULTS.nerdctl, _text),
+        backend=_backend(args, env),
+        log=_log_settings(args, env),
+    )
+
+
+def prepare_gpus_settings(args: argparse.Namespace, env: Mapping[str, str]) -> PrepareGpusSettings:
+    from vectorlay.adapters.probe.pci import normalize_address
+
+    gpus: list[str] = []
+    for raw in args.gpu:
+        address = normalize_address(raw)
+        if address is None:
+            raise UsageError(
+                f"--gpu: expected a PCI address such as 0000:17:00.0, got {raw[:40]!r}"
+            )
+        if address not in gpus:
+            gpus.append(address)
+    if args.root is not None and not args.persist:
+        raise UsageError("--root: only with --persist")
+    return PrepareGpusSettings(
+        apply=bool(args.apply),
+        persist=bool(args.persist),
+        json=bool(args.json),
+        gpus=tuple(gpus),
+        root=Path(args.root) if args.root is not None else None,
         backend=_backend(args, env),
         log=_log_settings(args, env),
     )

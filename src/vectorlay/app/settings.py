@@ -62,3 +62,14 @@ class ControlPlaneSettings:
     offline_after: float = DEFAULT_OFFLINE_AFTER
     backend: str = "asyncio"
     log: LogSettings = field(default_factory=LogSettings)
+
+
+@dataclass(frozen=True)
+class PrepareGpusSettings:
+    apply: bool = False
+    persist: bool = False
+    json: bool = False
+    gpus: tuple[str, ...] = ()  # normalized PCI addresses named with --gpu; () = every GPU
+    root: Path | None = None  # --root: where --persist installs the unit (default /)
+    backend: str = "asyncio"
+    log: LogSettings = field(default_factory=LogSettings)
