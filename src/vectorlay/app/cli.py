@@ -20,7 +20,7 @@ from typing import Any, Final, NoReturn, TypeVar
 
 from vectorlay import __version__
 from vectorlay.adapters.filesystem import CONFIG_FILE_NAME
-from vectorlay.adapters.runtime.nerdctl import DEFAULT_OCI_RUNTIME
+from vectorlay.adapters.runtime.engines import DEFAULT_OCI_RUNTIMES, ENGINES
 from vectorlay.app import logs
 from vectorlay.app.backends import missing_backend
 from vectorlay.app.settings import (
@@ -96,7 +96,23 @@ def _shown_path(path: Path) -> str:
     return str(path) if path.is_absolute() else f"./{path}"
 
 
-_NERDCTL_DEFAULT: Final = f"{_AGENT_DEFAULTS.nerdctl} on PATH"
+_ENGINE_CLI_HELP: Final = (
+    "VECTORLAY_ENGINE_CLI (alias --nerdctl, VECTORLAY_NERDCTL); default the engine's name on PATH"
+)
+_OCI_RUNTIME_HELP: Final = "VECTORLAY_OCI_RUNTIME; default " + ", ".join(
+    f"{runtime} ({engine})" for engine, runtime in DEFAULT_OCI_RUNTIMES.items()
+)
+
+
+def _engine_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--engine",
+        metavar="|".join(ENGINES),
+        help=_env("VECTORLAY_ENGINE", _AGENT_DEFAULTS.engine),
+    )
+    p.add_argument(
+        "--engine-cli", "--nerdctl", dest="engine_cli", metavar="PATH", help=_ENGINE_CLI_HELP
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -112,9 +128,7 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--data-path", metavar="DIR", help=_env("VECTORLAY_DATA_PATH", DEFAULT_DATA_PATH)
     )
-    check.add_argument(
-        "--nerdctl", metavar="PATH", help=_env("VECTORLAY_NERDCTL", _NERDCTL_DEFAULT)
-    )
+    _engine_flags(check)
     _common(check)
 
     run = sub.add_parser("run", help="run the agent daemon")
@@ -146,10 +160,8 @@ def _parser() -> argparse.ArgumentParser:
         help=_env("VECTORLAY_RECONNECT_DELAY", DEFAULT_RECONNECT_DELAY)
         + " (first retry; jittered backoff after)",
     )
-    run.add_argument(
-        "--oci-runtime", metavar="NAME", help=_env("VECTORLAY_OCI_RUNTIME", DEFAULT_OCI_RUNTIME)
-    )
-    run.add_argument("--nerdctl", metavar="PATH", help=_env("VECTORLAY_NERDCTL", _NERDCTL_DEFAULT))
+    run.add_argument("--oci-runtime", metavar="NAME", help=_OCI_RUNTIME_HELP)
+    _engine_flags(run)
     run.add_argument(
         "--ca-file", metavar="PATH", help=_env("VECTORLAY_CA_FILE", "the system trust store")
     )
@@ -328,10 +340,19 @@ def check_settings(args: argparse.Namespace, env: Mapping[str, str]) -> CheckSet
     return CheckSettings(
         json=bool(args.json),
         data_path=_value(args.data_path, env, "VECTORLAY_DATA_PATH", DEFAULT_DATA_PATH, _path),
-        nerdctl=_value(args.nerdctl, env, "VECTORLAY_NERDCTL", _AGENT_DEFAULTS.nerdctl, _text),
+        **_engine(args, env),
         backend=_backend(args, env),
         log=_log_settings(args, env),
     )
+
+
+def _engine(args: argparse.Namespace, env: Mapping[str, str]) -> dict[str, str]:
+    """The engine and its command; VECTORLAY_NERDCTL is VECTORLAY_ENGINE_CLI's alias."""
+    engine = _value(args.engine, env, "VECTORLAY_ENGINE", _AGENT_DEFAULTS.engine, _choice(ENGINES))
+    cli = _value(args.engine_cli, env, "VECTORLAY_ENGINE_CLI", None, _text)
+    if cli is None:
+        cli = _value(None, env, "VECTORLAY_NERDCTL", engine, _text)
+    return {"engine": engine, "engine_cli": cli}
 
 
 def _org_token(
@@ -365,6 +386,7 @@ def agent_settings(
     args: argparse.Namespace, env: Mapping[str, str], notes: Notes | None = None
 ) -> AgentSettings:
     state_dir = _value(args.state_dir, env, "VECTORLAY_STATE_DIR", DEFAULT_STATE_DIR, _path)
+    engine = _engine(args, env)
     token = _org_token(args, env, state_dir, [] if notes is None else notes)
     ca_raw, ca_where = _pick(args.ca_file, env, "VECTORLAY_CA_FILE")
     ca_file = Path(ca_raw) if ca_raw is not None else None
@@ -392,9 +414,13 @@ def agent_settings(
             _nonneg_float,
         ),
         oci_runtime=_value(
-            args.oci_runtime, env, "VECTORLAY_OCI_RUNTIME", DEFAULT_OCI_RUNTIME, _text
+            args.oci_runtime,
+            env,
+            "VECTORLAY_OCI_RUNTIME",
+            DEFAULT_OCI_RUNTIMES[engine["engine"]],
+            _text,
         ),
-        nerdctl=_value(args.nerdctl, env, "VECTORLAY_NERDCTL", _AGENT_DEFAULTS.nerdctl, _text),
+        **engine,
         ca_file=ca_file,
         insecure=bool(args.insecure),
         stop_timeout=_value(
