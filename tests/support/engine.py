@@ -146,8 +146,10 @@ def parse_time(text: str) -> float:
 
 
 def remove(names: Sequence[str]) -> None:
-    if names:
-        podman("rm", "-f", "-t", "0", *names)
+    # One name per call: Podman 4.3.1's `rm -f a b` removes neither when b is
+    # missing, and still exits 0.
+    for name in names:
+        podman("rm", "-f", "-t", "0", name)
 
 
 def make_device(group: str) -> Path | None:
