@@ -78,7 +78,7 @@ def parse_inspect(text: str) -> list[Listed]:
         items = _INSPECT_DECODER.decode(text)
     except msgspec.DecodeError as exc:
         raise ContainerRuntimeError(
-            f"nerdctl inspect printed something other than a container list: {exc}"
+            f"inspect printed something other than a container list: {exc}"
         ) from None
     listed: list[Listed] = []
     for item in items:
