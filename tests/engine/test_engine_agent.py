@@ -62,10 +62,10 @@ PROFILE = _profile()
 def host(tmp_path: Path) -> Iterator[FakeHost]:
     host = build_fake_host(tmp_path / "host", PROFILE)
     groups = sorted({f.iommu_group for f in PROFILE.functions if f.iommu_group is not None})
-    made = [node for node in (real.make_device(g) for g in groups) if node is not None]
+    made = [real.make_device(g) for g in groups]
     yield host
     for node in made:
-        node.unlink(missing_ok=True)
+        real.remove_device(node)
 
 
 @pytest.fixture

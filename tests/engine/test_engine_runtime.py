@@ -40,8 +40,7 @@ GROUP = "4242"
 def vfio_group() -> Iterator[str]:
     made = real.make_device(GROUP)
     yield GROUP
-    if made is not None:
-        made.unlink(missing_ok=True)
+    real.remove_device(made)
 
 
 @pytest.fixture

@@ -32,8 +32,7 @@ Row = tuple[str, str, int | None, tuple[str, ...], str]
 def vfio_group() -> Iterator[str]:
     made = real.make_device(GROUP)
     yield GROUP
-    if made is not None:
-        made.unlink(missing_ok=True)
+    real.remove_device(made)
 
 
 @pytest.fixture

@@ -152,17 +152,34 @@ def remove(names: Sequence[str]) -> None:
         podman("rm", "-f", "-t", "0", name)
 
 
+VFIO_DIR: Final = Path("/dev/vfio")
+_made_vfio_dir: list[bool] = []
+
+
 def make_device(group: str) -> Path | None:
     """``/dev/vfio/<group>`` as a copy of ``/dev/null`` (1:3), standing in for a VFIO group.
 
-    Returns the node it made (to remove), or ``None`` when one was there already.
+    Returns the node it made (for :func:`remove_device`), or ``None`` when
+    one was there already.
     """
-    node = Path("/dev/vfio") / group
+    node = VFIO_DIR / group
     if node.exists():
         return None
-    node.parent.mkdir(exist_ok=True)
+    if not VFIO_DIR.exists():
+        VFIO_DIR.mkdir()
+        _made_vfio_dir.append(True)
     os.mknod(node, 0o020666, os.makedev(1, 3))
     return node
+
+
+def remove_device(node: Path | None) -> None:
+    """Remove a node :func:`make_device` made, and ``/dev/vfio`` if it made that and it is empty."""
+    if node is None:
+        return
+    node.unlink(missing_ok=True)
+    if _made_vfio_dir and not any(VFIO_DIR.iterdir()):
+        VFIO_DIR.rmdir()
+        _made_vfio_dir.clear()
 
 
 __all__ = [
@@ -180,4 +197,5 @@ __all__ = [
     "podman",
     "prepare",
     "remove",
+    "remove_device",
 ]

@@ -16,7 +16,7 @@ import pytest
 from vectorlay.adapters.probe.host import TOOLS, engine_tools
 from vectorlay.adapters.probe.versions import parse_version
 from vectorlay.adapters.runtime import docker, nerdctl, podman
-from vectorlay.adapters.runtime.argv import events_argv, ps_argv
+from vectorlay.adapters.runtime.argv import CONTAINER_ID_RE, events_argv, ps_argv
 from vectorlay.adapters.runtime.engines import (
     DEFAULT_OCI_RUNTIMES,
     ENGINES,
@@ -25,6 +25,7 @@ from vectorlay.adapters.runtime.engines import (
 )
 from vectorlay.adapters.runtime.nerdctl import ps_status_key
 from vectorlay.adapters.runtime.output import parse_inspect
+from vectorlay.adapters.runtime.runtime import _last_line
 from vectorlay.adapters.runtime.stderr import failure
 from vectorlay.domain.messages import ReplicaStatus
 from vectorlay.errors import (
@@ -153,6 +154,20 @@ def test_docker_ps_without_containers() -> None:
     )
     with pytest.raises(ContainerRuntimeError, match="docker ps printed an unreadable line 2"):
         docker.parse_ps('{"ID": "abc"}\nnot json\n')
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        PODMAN / "podman_run_d_labels_env_file_device_stdout_id.txt",
+        DOCKER / "docker_run_d_labels_env_file_stdout_id.txt",
+        DOCKER / "docker_run_runtime_nosuch_ignored_stdout_id.txt",
+    ],
+)
+def test_run_prints_the_full_container_id(path: Path) -> None:
+    printed = _last_line(text(path))
+    assert CONTAINER_ID_RE.fullmatch(printed)
+    assert len(printed) == 64
 
 
 # --- inspect ---------------------------------------------------------------------------
