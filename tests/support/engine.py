@@ -61,11 +61,11 @@ def podman(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return _run(["podman", *args], timeout)
 
 
-def prepare() -> str | None:
+def prepare(script: Path = SETUP_SCRIPT) -> str | None:
     """Podman set up with its API service and the test image, or why it cannot be."""
-    if not SETUP_SCRIPT.is_file():
-        return f"{SETUP_SCRIPT} is missing"
-    result = _run(["bash", str(SETUP_SCRIPT), "--service", SOCKET], timeout=600)
+    if not script.is_file():
+        return f"{script} is missing"
+    result = _run(["bash", str(script), "--service", SOCKET], timeout=600)
     if result.returncode == 3:
         lines = [line for line in result.stderr.splitlines() if line.strip()]
         return lines[-1] if lines else "setup-podman.sh: cannot set up Podman here"
