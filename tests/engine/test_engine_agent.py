@@ -28,6 +28,7 @@ from vectorlay.domain.messages import (
     DeployPayload,
     DeployResult,
     Heartbeat,
+    ReplicaReport,
     ReplicaStatus,
     Stop,
     StopPayload,
@@ -175,6 +176,11 @@ def test_the_agent_runs_replicas_on_a_real_engine(
     heard = until_status(session, failing, {ReplicaStatus.FAILED}, 10)
     latency = heard - real.finished_at(container_name(failing))
     assert latency <= DETECTION_DEADLINE, f"exit reported {latency:.2f} s after it happened"
+    # Reports that carry the exit code (PROTOCOL.md) carry the container's.
+    if "exit_code" in ReplicaReport.__struct_fields__:
+        beat = session.receive_until(Heartbeat)
+        [report] = [r for r in beat.payload.status.containers if r.replica_id == failing]
+        assert getattr(report, "exit_code", None) == 3
 
     # A name held by a container that is not this replica's: refused, untouched.
     taken = rids("taken")
