@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Sequence
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
@@ -136,6 +137,9 @@ class EngineRuntime:
         command = cli if cli is not None else nerdctl if nerdctl is not None else engine
         if not command:
             raise ConfigError(f"{engine} path must not be empty")
+        if os.sep in command:
+            # The engine runs in the env directory: a relative path must not move with it.
+            command = os.path.abspath(command)
         if oci_runtime is None:
             oci_runtime = default_oci_runtime(engine)
         if not oci_runtime or oci_runtime.startswith("-") or any(c.isspace() for c in oci_runtime):
