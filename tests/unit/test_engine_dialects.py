@@ -15,7 +15,7 @@ import pytest
 
 from vectorlay.adapters.probe.host import TOOLS, engine_tools
 from vectorlay.adapters.probe.versions import parse_version
-from vectorlay.adapters.runtime import docker, nerdctl, podman
+from vectorlay.adapters.runtime import EngineRuntime, docker, nerdctl, podman
 from vectorlay.adapters.runtime.argv import CONTAINER_ID_RE, events_argv, ps_argv
 from vectorlay.adapters.runtime.engines import (
     DEFAULT_OCI_RUNTIMES,
@@ -29,6 +29,7 @@ from vectorlay.adapters.runtime.runtime import _last_line
 from vectorlay.adapters.runtime.stderr import failure
 from vectorlay.domain.messages import ReplicaStatus
 from vectorlay.errors import (
+    ConfigError,
     ContainerRuntimeError,
     ImageNotFound,
     NameInUse,
@@ -82,6 +83,17 @@ def test_the_ps_and_events_lines_follow_the_engine() -> None:
         "--format",
         "{{json .}}",
     ]
+
+
+def test_podman_with_kata_is_warned_about(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    EngineRuntime(engine="podman", env_dir=tmp_path / "a")
+    assert "podman runs Kata 1.x only" in caplog.text
+    caplog.clear()
+    EngineRuntime(engine="podman", oci_runtime="runc", env_dir=tmp_path / "b")
+    EngineRuntime(engine="docker", env_dir=tmp_path / "c")
+    assert caplog.text == ""
+    with pytest.raises(ConfigError, match="unknown container engine 'lxc'"):
+        EngineRuntime(engine="lxc", env_dir=tmp_path / "d")
 
 
 def test_dependencies_follow_the_engine() -> None:

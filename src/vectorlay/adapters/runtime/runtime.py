@@ -144,6 +144,11 @@ class EngineRuntime:
             oci_runtime = default_oci_runtime(engine)
         if not oci_runtime or oci_runtime.startswith("-") or any(c.isspace() for c in oci_runtime):
             raise ConfigError(f"not an OCI runtime name: {oci_runtime!r}")
+        if engine == "podman" and "kata" in oci_runtime:
+            log.warning(
+                "podman runs Kata 1.x only (Kata >= 2 has no OCI command line for it); "
+                "for Kata micro-VMs use --engine nerdctl or docker"
+            )
         for name, value in (
             ("call_timeout", call_timeout),
             ("run_timeout", run_timeout),
