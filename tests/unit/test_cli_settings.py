@@ -64,7 +64,7 @@ def test_agent_defaults() -> None:
     assert settings.heartbeat_interval == 30.0
     assert settings.reconnect_delay == 5.0
     assert settings.oci_runtime == "io.containerd.kata.v2"
-    assert settings.nerdctl == "nerdctl"
+    assert (settings.engine, settings.engine_cli) == ("nerdctl", "nerdctl")
     assert settings.stop_timeout == 30.0
     assert (settings.backend, settings.log.format, settings.log.level) == (
         "asyncio",
@@ -97,7 +97,9 @@ AGENT_TABLE: list[tuple[str, str, str, str, str, Any, Any]] = [
     ),
     ("--reconnect-delay", "VECTORLAY_RECONNECT_DELAY", "reconnect_delay", "1", "0", 1.0, 0.0),
     ("--oci-runtime", "VECTORLAY_OCI_RUNTIME", "oci_runtime", "runc", "kata", "runc", "kata"),
-    ("--nerdctl", "VECTORLAY_NERDCTL", "nerdctl", "/opt/n", "/usr/n", "/opt/n", "/usr/n"),
+    ("--nerdctl", "VECTORLAY_NERDCTL", "engine_cli", "/opt/n", "/usr/n", "/opt/n", "/usr/n"),
+    ("--engine-cli", "VECTORLAY_ENGINE_CLI", "engine_cli", "/opt/n", "/usr/n", "/opt/n", "/usr/n"),
+    ("--engine", "VECTORLAY_ENGINE", "engine", "podman", "docker", "podman", "docker"),
     ("--stop-timeout", "VECTORLAY_STOP_TIMEOUT", "stop_timeout", "0", "45", 0.0, 45.0),
     ("--backend", "VECTORLAY_BACKEND", "backend", "trio", "asyncio", "trio", "asyncio"),
 ]
@@ -450,7 +452,7 @@ def test_check_settings() -> None:
     settings = check("--json", "--data-path", "/mnt/d", env={"VECTORLAY_NERDCTL": "/opt/nerdctl"})
     assert settings.json is True
     assert settings.data_path == Path("/mnt/d")
-    assert settings.nerdctl == "/opt/nerdctl"
+    assert settings.engine_cli == "/opt/nerdctl"
     assert check(env={"VECTORLAY_DATA_PATH": "/e"}).data_path == Path("/e")
     assert check("--data-path", "/f", env={"VECTORLAY_DATA_PATH": "/e"}).data_path == Path("/f")
     assert usage_error(lambda: check("--backend", "x")).startswith("--backend: ")
@@ -543,7 +545,9 @@ HELP_DEFAULTS: dict[str, list[str]] = {
         "VECTORLAY_HEARTBEAT_INTERVAL; default 30",
         "VECTORLAY_RECONNECT_DELAY; default 5",
         "VECTORLAY_OCI_RUNTIME; default io.containerd.kata.v2",
-        "VECTORLAY_NERDCTL; default nerdctl on PATH",
+        "VECTORLAY_ENGINE; default nerdctl",
+        "VECTORLAY_ENGINE_CLI (alias --nerdctl, VECTORLAY_NERDCTL)",
+        "kata (podman)",
         "VECTORLAY_CA_FILE; default the system trust store",
         "VECTORLAY_STOP_TIMEOUT; default 30",
         "VECTORLAY_BACKEND; default asyncio",
@@ -560,7 +564,8 @@ HELP_DEFAULTS: dict[str, list[str]] = {
     ],
     "check": [
         "VECTORLAY_DATA_PATH; default /data",
-        "VECTORLAY_NERDCTL; default nerdctl on PATH",
+        "VECTORLAY_ENGINE; default nerdctl",
+        "VECTORLAY_ENGINE_CLI (alias --nerdctl, VECTORLAY_NERDCTL)",
         "VECTORLAY_LOG_LEVEL; default info",
     ],
 }
@@ -682,3 +687,40 @@ def test_secrets_leave_the_environment_once_read(
     monkeypatch.setenv("VECTORLAY_ORG_TOKEN", "tok-from-env")
     assert cli.main(["run", "--state-dir", str(tmp_path)]) == 0
     assert seen == {"token": "tok-from-env", "env": None}
+
+
+# --- the container engine ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("engine", "cli", "oci_runtime"),
+    [
+        ("nerdctl", "nerdctl", "io.containerd.kata.v2"),
+        ("docker", "docker", "io.containerd.kata.v2"),
+        ("podman", "podman", "kata"),
+    ],
+)
+def test_engine_picks_its_command_and_oci_runtime(engine: str, cli: str, oci_runtime: str) -> None:
+    settings = agent("--engine", engine)
+    assert (settings.engine, settings.engine_cli, settings.oci_runtime) == (
+        engine,
+        cli,
+        oci_runtime,
+    )
+    assert agent(env={"VECTORLAY_ENGINE": engine}).engine_cli == cli
+    assert check("--engine", engine).engine_cli == cli
+    # An explicit runtime wins over the engine's default.
+    assert agent("--engine", engine, "--oci-runtime", "runc").oci_runtime == "runc"
+
+
+def test_engine_cli_beats_its_nerdctl_alias() -> None:
+    env = {"VECTORLAY_ENGINE_CLI": "/opt/podman", "VECTORLAY_NERDCTL": "/opt/nerdctl"}
+    assert agent("--engine", "podman", env=env).engine_cli == "/opt/podman"
+    assert agent(env={"VECTORLAY_NERDCTL": "/opt/nerdctl"}).engine_cli == "/opt/nerdctl"
+    assert agent("--nerdctl", "/a", env=env).engine_cli == "/a"
+
+
+def test_unknown_engine_is_a_usage_error() -> None:
+    assert usage_error(lambda: agent("--engine", "lxc")).startswith("--engine: expected one of")
+    message = usage_error(lambda: check(env={"VECTORLAY_ENGINE": "rkt"}))
+    assert message.startswith("VECTORLAY_ENGINE: expected one of nerdctl, docker, podman")

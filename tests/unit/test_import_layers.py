@@ -400,7 +400,7 @@ def test_the_walk_sees_the_real_modules() -> None:
         assert _absolute("vectorlay", relative) in every, relative
     # The agent's process loads its own code, and the shared code it needs.
     loaded = loaded_by(SOURCE_ROOT, "vectorlay", ["vectorlay.app.cli"])
-    assert {"vectorlay.app.settings", "vectorlay.domain.messages", "argparse"} <= loaded
+    assert {"vectorlay.app.settings", "vectorlay.domain.liveness", "argparse"} <= loaded
 
 
 # --- the checker fails when someone breaks a rule ---------------------------------------

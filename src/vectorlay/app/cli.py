@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Final, NoReturn
 
 from vectorlay import __version__
-from vectorlay.adapters.runtime.nerdctl import DEFAULT_OCI_RUNTIME
+from vectorlay.adapters.runtime.engines import DEFAULT_OCI_RUNTIMES, ENGINES
 from vectorlay.app import logs
 from vectorlay.app.backends import missing_backend
 from vectorlay.app.options import (
@@ -86,7 +86,23 @@ def _shown_path(path: Path) -> str:
     return str(path) if path.is_absolute() else f"./{path}"
 
 
-_NERDCTL_DEFAULT: Final = f"{AGENT_DEFAULTS.nerdctl} on PATH"
+_ENGINE_CLI_HELP: Final = (
+    "VECTORLAY_ENGINE_CLI (alias --nerdctl, VECTORLAY_NERDCTL); default the engine's name on PATH"
+)
+_OCI_RUNTIME_HELP: Final = "VECTORLAY_OCI_RUNTIME; default " + ", ".join(
+    f"{runtime} ({engine})" for engine, runtime in DEFAULT_OCI_RUNTIMES.items()
+)
+
+
+def _engine_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--engine",
+        metavar="|".join(ENGINES),
+        help=_env("VECTORLAY_ENGINE", AGENT_DEFAULTS.engine),
+    )
+    p.add_argument(
+        "--engine-cli", "--nerdctl", dest="engine_cli", metavar="PATH", help=_ENGINE_CLI_HELP
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -102,9 +118,7 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--data-path", metavar="DIR", help=_env("VECTORLAY_DATA_PATH", DEFAULT_DATA_PATH)
     )
-    check.add_argument(
-        "--nerdctl", metavar="PATH", help=_env("VECTORLAY_NERDCTL", _NERDCTL_DEFAULT)
-    )
+    _engine_flags(check)
     _common(check)
 
     run = sub.add_parser("run", help="run the agent daemon")
@@ -136,10 +150,8 @@ def _parser() -> argparse.ArgumentParser:
         help=_env("VECTORLAY_RECONNECT_DELAY", DEFAULT_RECONNECT_DELAY)
         + " (first retry; jittered backoff after)",
     )
-    run.add_argument(
-        "--oci-runtime", metavar="NAME", help=_env("VECTORLAY_OCI_RUNTIME", DEFAULT_OCI_RUNTIME)
-    )
-    run.add_argument("--nerdctl", metavar="PATH", help=_env("VECTORLAY_NERDCTL", _NERDCTL_DEFAULT))
+    run.add_argument("--oci-runtime", metavar="NAME", help=_OCI_RUNTIME_HELP)
+    _engine_flags(run)
     run.add_argument(
         "--ca-file", metavar="PATH", help=_env("VECTORLAY_CA_FILE", "the system trust store")
     )

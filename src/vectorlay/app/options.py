@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Final, TypeVar
 
 from vectorlay.adapters.filesystem import CONFIG_FILE_NAME
-from vectorlay.adapters.runtime.nerdctl import DEFAULT_OCI_RUNTIME
+from vectorlay.adapters.runtime.engines import DEFAULT_OCI_RUNTIMES, ENGINES
 from vectorlay.app import logs
 from vectorlay.app.settings import (
     DEFAULT_CP_DB,
@@ -178,7 +178,7 @@ def check_settings(args: argparse.Namespace, env: Mapping[str, str]) -> CheckSet
     return CheckSettings(
         json=bool(args.json),
         data_path=_value(args.data_path, env, "VECTORLAY_DATA_PATH", DEFAULT_DATA_PATH, _path),
-        nerdctl=_value(args.nerdctl, env, "VECTORLAY_NERDCTL", AGENT_DEFAULTS.nerdctl, _text),
+        **_engine(args, env),
         backend=_backend(args, env),
         log=_log_settings(args, env),
     )
@@ -207,6 +207,15 @@ def prepare_gpus_settings(args: argparse.Namespace, env: Mapping[str, str]) -> P
         backend=_backend(args, env),
         log=_log_settings(args, env),
     )
+
+
+def _engine(args: argparse.Namespace, env: Mapping[str, str]) -> dict[str, str]:
+    """The engine and its command; VECTORLAY_NERDCTL is VECTORLAY_ENGINE_CLI's alias."""
+    engine = _value(args.engine, env, "VECTORLAY_ENGINE", AGENT_DEFAULTS.engine, _choice(ENGINES))
+    cli = _value(args.engine_cli, env, "VECTORLAY_ENGINE_CLI", None, _text)
+    if cli is None:
+        cli = _value(None, env, "VECTORLAY_NERDCTL", engine, _text)
+    return {"engine": engine, "engine_cli": cli}
 
 
 def _org_token(
@@ -240,6 +249,7 @@ def agent_settings(
     args: argparse.Namespace, env: Mapping[str, str], notes: Notes | None = None
 ) -> AgentSettings:
     state_dir = _value(args.state_dir, env, "VECTORLAY_STATE_DIR", DEFAULT_STATE_DIR, _path)
+    engine = _engine(args, env)
     token = _org_token(args, env, state_dir, [] if notes is None else notes)
     ca_raw, ca_where = _pick(args.ca_file, env, "VECTORLAY_CA_FILE")
     ca_file = Path(ca_raw) if ca_raw is not None else None
@@ -267,9 +277,13 @@ def agent_settings(
             _nonneg_float,
         ),
         oci_runtime=_value(
-            args.oci_runtime, env, "VECTORLAY_OCI_RUNTIME", DEFAULT_OCI_RUNTIME, _text
+            args.oci_runtime,
+            env,
+            "VECTORLAY_OCI_RUNTIME",
+            DEFAULT_OCI_RUNTIMES[engine["engine"]],
+            _text,
         ),
-        nerdctl=_value(args.nerdctl, env, "VECTORLAY_NERDCTL", AGENT_DEFAULTS.nerdctl, _text),
+        **engine,
         ca_file=ca_file,
         insecure=bool(args.insecure),
         stop_timeout=_value(

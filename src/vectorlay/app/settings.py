@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vectorlay.adapters.runtime.nerdctl import DEFAULT_OCI_RUNTIME
+from vectorlay.adapters.runtime.engines import DEFAULT_ENGINE, default_oci_runtime
 from vectorlay.domain.agent.heartbeat import DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_RECONNECT_DELAY
 from vectorlay.domain.liveness import DEFAULT_OFFLINE_AFTER
 
@@ -18,6 +18,7 @@ DEFAULT_DATA_PATH = Path("/data")
 DEFAULT_STOP_TIMEOUT = 30.0
 DEFAULT_CP_LISTEN = "127.0.0.1:8787"
 DEFAULT_CP_DB = Path("vectorlay-cp.sqlite3")
+DEFAULT_OCI_RUNTIME = default_oci_runtime(DEFAULT_ENGINE)
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,9 @@ class LogSettings:
 class CheckSettings:
     json: bool = False
     data_path: Path = DEFAULT_DATA_PATH
-    nerdctl: str = "nerdctl"
+    engine: str = DEFAULT_ENGINE
+    # The engine's command: its name on PATH unless --engine-cli says otherwise.
+    engine_cli: str = DEFAULT_ENGINE
     backend: str = "asyncio"
     log: LogSettings = field(default_factory=LogSettings)
 
@@ -44,7 +47,8 @@ class AgentSettings:
     heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL
     reconnect_delay: float = DEFAULT_RECONNECT_DELAY
     oci_runtime: str = DEFAULT_OCI_RUNTIME
-    nerdctl: str = "nerdctl"
+    engine: str = DEFAULT_ENGINE
+    engine_cli: str = DEFAULT_ENGINE
     ca_file: Path | None = None
     insecure: bool = False
     stop_timeout: float = DEFAULT_STOP_TIMEOUT

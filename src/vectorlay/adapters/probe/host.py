@@ -75,6 +75,21 @@ DEFAULT_COMMAND_TIMEOUT: Final = 5.0
 GIB: Final = 1 << 30
 # Dependencies in the order reports list them; vfio comes last.
 TOOLS: Final = ("containerd", "nerdctl", "kata-runtime", "virtiofsd")
+
+
+def engine_tools(engine: str) -> tuple[str, ...]:
+    """The tools checked with ``engine``: containerd only where the engine runs on it.
+
+    nerdctl and Docker (dockerd >= 23 starts Kata's containerd shim) need
+    containerd; Podman drives its OCI runtime through conmon, without it.
+    """
+    if engine == "nerdctl":
+        return TOOLS
+    if engine == "podman":
+        return (engine, "kata-runtime", "virtiofsd")
+    return ("containerd", engine, "kata-runtime", "virtiofsd")
+
+
 GPU_SOURCE_LSPCI: Final = "lspci"
 GPU_SOURCE_SYSFS: Final = "sysfs"
 NVIDIA_DRIVER: Final = "nvidia"
@@ -98,20 +113,26 @@ class HostProbe:
 
     ``host_proc``/``host_sys`` of ``None`` mean ``$HOST_PROC``/``$HOST_SYS``
     from the environment at construction time, else ``/proc`` and ``/sys``.
-    ``nerdctl`` is a name looked up on ``PATH`` or a path (with a ``/``).
+    ``engine`` picks the tools checked (:func:`engine_tools`);
+    ``engine_cli`` (``nerdctl`` is its former name) is the engine's command,
+    a name looked up on ``PATH`` or a path (with a ``/``).
     """
 
     def __init__(
         self,
         *,
         data_path: Path,
-        nerdctl: str = "nerdctl",
+        engine: str = "nerdctl",
+        engine_cli: str | None = None,
+        nerdctl: str | None = None,
         host_proc: Path | None = None,
         host_sys: Path | None = None,
         command_timeout: float = DEFAULT_COMMAND_TIMEOUT,
     ) -> None:
         self.data_path = Path(data_path)
-        self.nerdctl = nerdctl
+        self.engine = engine
+        self.engine_cli = engine_cli or nerdctl or engine
+        self.tools = engine_tools(engine)
         self.host_proc = (
             host_proc if host_proc is not None else host_root(os.environ, "HOST_PROC", "/proc")
         )
@@ -142,15 +163,15 @@ class HostProbe:
 
         async with anyio.create_task_group() as group:
             group.start_soon(discover)
-            for name in TOOLS:
-                group.start_soon(check, name, self.nerdctl if name == "nerdctl" else name)
+            for name in self.tools:
+                group.start_soon(check, name, self.engine_cli if name == self.engine else name)
             facts = await anyio.to_thread.run_sync(self._read_facts)
             found["vfio"] = await anyio.to_thread.run_sync(
                 check_vfio, self.host_proc, self.host_sys
             )
             storage = await self._storage()
         self._gpus = tuple(gpus)
-        dependencies = [found[name] for name in (*TOOLS, "vfio")]
+        dependencies = [found[name] for name in (*self.tools, "vfio")]
         memory = facts.memory
         hardware = Hardware(
             hostname=facts.hostname,

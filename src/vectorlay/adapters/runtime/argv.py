@@ -56,14 +56,14 @@ def run_argv(
     return argv
 
 
-def ps_argv(nerdctl: str) -> list[str]:
+def ps_argv(nerdctl: str, fmt: str = "{{json .}}") -> list[str]:
     return [
         nerdctl,
         "ps",
         "-a",
         "--no-trunc",
         "--format",
-        "{{json .}}",
+        fmt,
         "--filter",
         f"label={LABEL_REPLICA_ID}",
     ]
@@ -83,8 +83,8 @@ def rm_argv(nerdctl: str, name: str) -> list[str]:
     return [nerdctl, "rm", "-f", name]
 
 
-def events_argv(nerdctl: str) -> list[str]:
-    return [nerdctl, "events", "--format", "{{json .}}"]
+def events_argv(nerdctl: str, fmt: str = "{{json .}}") -> list[str]:
+    return [nerdctl, "events", "--format", fmt]
 
 
 def grace_seconds(grace: float) -> int:

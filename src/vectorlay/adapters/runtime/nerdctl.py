@@ -18,11 +18,14 @@ from typing import Final
 
 import msgspec
 
+from vectorlay.adapters.runtime.dialect import Dialect
+from vectorlay.adapters.runtime.engines import KATA_SHIM
 from vectorlay.adapters.runtime.output import PsEntry
+from vectorlay.adapters.runtime.stderr import fatal_message, is_no_such_container
 from vectorlay.errors import ContainerRuntimeError
 
 # Kata's containerd shim: one micro-VM per container.
-DEFAULT_OCI_RUNTIME: Final = "io.containerd.kata.v2"
+DEFAULT_OCI_RUNTIME: Final = KATA_SHIM
 
 
 # --- ps ----------------------------------------------------------------------
@@ -139,8 +142,20 @@ def changed_container(line: bytes) -> str | None:
     return event.container_id
 
 
+DIALECT: Final = Dialect(
+    name="nerdctl",
+    ps_format="{{json .}}",
+    events_format="{{json .}}",
+    parse_ps=parse_ps,
+    changed_container=changed_container,
+    error_message=fatal_message,
+    no_such_container=is_no_such_container,
+)
+
+
 __all__ = [
     "DEFAULT_OCI_RUNTIME",
+    "DIALECT",
     "WATCHED_TOPICS",
     "ContainerEvent",
     "changed_container",

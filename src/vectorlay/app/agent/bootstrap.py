@@ -45,7 +45,7 @@ def build_agent(settings: AgentSettings) -> Agent:
     from vectorlay.adapters.clock import SystemClock
     from vectorlay.adapters.filesystem import FileConfigStore
     from vectorlay.adapters.probe.host import HostProbe
-    from vectorlay.adapters.runtime import NerdctlRuntime
+    from vectorlay.adapters.runtime import EngineRuntime
     from vectorlay.adapters.transport import WebSocketTransport, check_url
 
     if settings.control_plane_url:
@@ -67,12 +67,17 @@ def build_agent(settings: AgentSettings) -> Agent:
             ping_after=policy.ping_after,
             pong_timeout=policy.pong_timeout,
         ),
-        runtime=NerdctlRuntime(
-            nerdctl=settings.nerdctl,
+        runtime=EngineRuntime(
+            engine=settings.engine,
+            cli=settings.engine_cli,
             oci_runtime=settings.oci_runtime,
             env_dir=settings.state_dir / "env",
         ),
-        probe=HostProbe(data_path=settings.data_path, nerdctl=settings.nerdctl),
+        probe=HostProbe(
+            data_path=settings.data_path,
+            engine=settings.engine,
+            engine_cli=settings.engine_cli,
+        ),
         store=FileConfigStore(settings.state_dir),
         clock=SystemClock(),
     )

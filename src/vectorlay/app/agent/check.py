@@ -27,7 +27,9 @@ PROG: Final = "vectorlay-agent"
 
 
 def main(settings: CheckSettings) -> int:
-    probe = HostProbe(data_path=settings.data_path, nerdctl=settings.nerdctl)
+    probe = HostProbe(
+        data_path=settings.data_path, engine=settings.engine, engine_cli=settings.engine_cli
+    )
     report = anyio.run(probe.report, backend=settings.backend)
     if settings.json:
         sys.stdout.write(msgspec.json.encode(report).decode() + "\n")
