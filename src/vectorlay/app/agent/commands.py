@@ -262,4 +262,5 @@ class CommandRunner:
 
 
 def _payload(result: ReportResult) -> ResultPayload:
-    return ResultPayload(result.replica_id, result.status, result.error)
+    gpus = list(result.gpus) if result.gpus and result.status is ReplicaStatus.RUNNING else None
+    return ResultPayload(result.replica_id, result.status, result.error, gpus)
