@@ -31,9 +31,9 @@ _MAX_SMALL: Final = 64
 def read_signals(sys_root: str, address: str) -> HealthSignals:
     """One reading of every health file of the function at ``address``."""
     base = f"{sys_root}/{PCI_DEVICES}/{address}/"
-    if not os.path.isdir(base):
-        return HealthSignals(present=False)
     config = _read(base + "config", 2)
+    if config is None and not os.path.isdir(base):
+        return HealthSignals(present=False)
     width = _read(base + "current_link_width", _MAX_SMALL)
     max_width = _read(base + "max_link_width", _MAX_SMALL)
     fatal = _read(base + "aer_dev_fatal", _MAX_AER)
@@ -56,10 +56,14 @@ def aer_total(raw: bytes, name: str) -> int | None:
     Lines are ``<name> <count>``; names may hold spaces (the long names of
     the kernel's ABI document), so each line is split at its last space.
     """
-    for line in raw.decode("ascii", "replace").splitlines():
-        key, _, value = line.strip().rpartition(" ")
-        if key == name:
+    # The TOTAL line is last: search from the end, then check it is a whole line.
+    key = name.encode("ascii") + b" "
+    at = raw.rfind(key)
+    while at != -1:
+        if at == 0 or raw[at - 1 : at] == b"\n":
+            value = raw[at + len(key) :].split(b"\n", 1)[0].strip()
             return int(value) if value.isdigit() else None
+        at = raw.rfind(key, 0, at)
     return None
 
 

@@ -99,8 +99,12 @@ def _class_of(sys_root: Path, address: str) -> str | None:
     return match.group(1).lower() if match else None
 
 
+class_of = _class_of  # a member's class ("0403"), for readers that cache it
+
+
 __all__ = [
     "IOMMU_GROUPS",
+    "class_of",
     "groups_dir",
     "has_iommu_groups",
     "read_group",
