@@ -14,12 +14,17 @@ import pytest
 
 from tests.fakes.host.fakehost import (
     AUDIO_ON_HOST,
+    BRIDGE_IN_GROUP,
     DUAL_VFIO,
     GPU_A,
     GPU_B,
     TWO_GPUS_ONE_GROUP,
+    VARIANT_DRIVER,
     fall_off_bus,
+    remove_vfio_node,
+    set_aer_total,
     set_health_file,
+    vanish,
 )
 from tests.support import NODE_TOKEN, AgentNode, Reaper
 from tests.support.wspeer import PeerSession, WsPeer, register
@@ -164,4 +169,81 @@ def test_a_health_change_sends_system_info_and_stops_nothing(
     ]
     assert node.stops("a") == []
     assert "GPU 0000:05:00.0 is now failed, not assignable" in agent.log
+    agent.terminate()
+
+
+def _vanish_a(node: AgentNode) -> None:
+    vanish(node.host, GPU_A)
+
+
+def _fatal_a(node: AgentNode) -> None:
+    set_aer_total(node.host, GPU_A, "fatal", 1)
+
+
+def _no_vfio_node_a(node: AgentNode) -> None:
+    remove_vfio_node(node.host, "12")
+
+
+def _no_reset_a(node: AgentNode) -> None:
+    set_health_file(node.host, GPU_A, "reset_method", b"")
+
+
+def _narrow_link_a(node: AgentNode) -> None:
+    set_health_file(node.host, GPU_A, "current_link_width", b"4\n")
+
+
+CHANGES = {
+    "vanished": (_vanish_a, False, "failed", f"{GPU_A} is gone from sysfs (removed from the bus)"),
+    "aer-fatal": (_fatal_a, False, "failed", f"{GPU_A} reported 1 fatal PCIe error(s) (AER)"),
+    "no-vfio-node": (_no_vfio_node_a, False, "ok", "/dev/vfio/12 is missing"),
+    "reset-disabled": (_no_reset_a, True, "warning", "reset_method is empty"),
+    "link-x4": (_narrow_link_a, True, "warning", "PCIe link trained at x4 of x16"),
+}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("change", sorted(CHANGES))
+def test_each_host_side_change_reaches_the_control_plane(
+    tmp_path: Path, peer: WsPeer, reaper: Reaper, backend: str, change: str
+) -> None:
+    act, assignable, health, problem = CHANGES[change]
+    node = AgentNode.build(tmp_path, reaper, VARIANT_DRIVER)  # GPU A on nvgrace-gpu-vfio-pci
+    agent = node.agent(peer.url, backend=backend).start(reaper)
+    session, info = register_with_info(peer)
+    assert [(g.assignable, g.health) for g in info.payload.hardware.gpus] == [
+        (True, "ok"),
+        (True, "ok"),
+    ]
+    act(node)
+    info = session.receive_until(SystemInfo, timeout=10)
+    gpus = {g.pci_address: g for g in info.payload.hardware.gpus}
+    assert (gpus[GPU_A].assignable, gpus[GPU_A].health) == (assignable, health)
+    assert any(problem in line for line in gpus[GPU_A].problems), gpus[GPU_A].problems
+    assert (gpus[GPU_B].assignable, gpus[GPU_B].health) == (True, "ok")
+    agent.terminate()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_three_failed_starts_quarantine_the_group(
+    tmp_path: Path, peer: WsPeer, reaper: Reaper, backend: str
+) -> None:
+    node = AgentNode.build(tmp_path, reaper, BRIDGE_IN_GROUP)  # root port in group 12
+    agent = node.agent(peer.url, backend=backend).start(reaper)
+    session, _ = register_with_info(peer)
+    error = (
+        "failed to create shim task: QMP command failed: vfio 0000:05:00.0: group 12 is not viable"
+    )
+    node.nerdctl.fail("run", f"FATA[0000] {error}", times=3)
+    for n in range(3):
+        session.send_message(deploy(f"r{n}", 1))
+        failed = result_of(session, f"r{n}")
+        assert failed.payload.status is ReplicaStatus.FAILED
+    assert [devices(node, f"r{n}") for n in range(3)] == [["/dev/vfio/12"]] * 3
+    info = session.receive_until(SystemInfo, timeout=10)
+    gpus = {g.pci_address: g for g in info.payload.hardware.gpus}
+    assert (gpus[GPU_A].assignable, gpus[GPU_A].health) == (False, "failed")
+    assert gpus[GPU_A].problems[0].startswith("quarantined after 3 failed starts: ")
+    session.send_message(deploy("next", 1))
+    ok = result_of(session, "next")
+    assert ok.payload.gpus == [GPU_B]  # the quarantined group is passed over
     agent.terminate()
