@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 
 from tests.unit.agent_harness import deploy, open_session, recv, recv_until, running_agent
-from vectorlay.adapters.memory import MemoryPeer, sample_report
+from vectorlay.adapters.memory import MemoryPeer, StaticProbe, sample_report
 from vectorlay.domain.messages import (
     DeployResult,
     Gpu,
@@ -101,3 +101,18 @@ async def test_three_failed_starts_quarantine_the_group_until_a_retry_succeeds()
 
 def test_sample_gpus_are_assignable() -> None:
     assert all(isinstance(g, Gpu) and g.assignable for g in sample_report(gpus=2).hardware.gpus)
+
+
+class BrokenGpuProbe(StaticProbe):
+    async def gpus(self) -> list[Gpu]:
+        raise RuntimeError("unexpected")
+
+
+async def test_a_failing_gpu_read_does_not_end_the_session() -> None:
+    probe = BrokenGpuProbe(sample_report(gpus=1))
+    async with running_agent(probe=probe) as h:
+        peer = await open_session(h)
+        await h.advance(INTERVAL)
+        await h.advance(INTERVAL)
+        assert isinstance(await recv_until(peer, Heartbeat), Heartbeat)
+        assert h.agent.sessions == 1

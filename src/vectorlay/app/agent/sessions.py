@@ -278,7 +278,12 @@ class SessionLoop:
         while True:
             await sleep_or_until(self._clock, self._config.heartbeat_interval, self._host.gpus_due)
             before = self._host.report.hardware.gpus
-            if await self._host.refresh_gpus():
+            try:
+                changed = await self._host.refresh_gpus()
+            except Exception as exc:  # a probe bug must not end the session
+                log.warning("reading GPU state failed: %s", type(exc).__name__)
+                continue
+            if changed:
                 log_gpu_changes(before, self._host.report.hardware.gpus)
                 await session.send(system_info(node, self._host.report, self._table))
 
