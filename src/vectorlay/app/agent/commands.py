@@ -42,6 +42,7 @@ from vectorlay.errors import (
     ContainerRuntimeError,
     ImageNotFound,
     NameInUse,
+    SnapshotterUnavailable,
     TransportError,
     UnsupportedEnvValue,
 )
@@ -230,8 +231,9 @@ class CommandRunner:
             return result
         except ContainerRuntimeError as exc:
             log.warning("deploy %s failed: %s", spec.replica_id, exc)
-            if not isinstance(exc, ImageNotFound | UnsupportedEnvValue):
-                # Not the tenant's image or values: count it against the GPUs' groups.
+            if not isinstance(exc, ImageNotFound | SnapshotterUnavailable | UnsupportedEnvValue):
+                # Not the image (pull, unpack) nor the tenant's values: count it
+                # against the GPUs' groups (PROTOCOL.md 2.1, quarantine).
                 self._host.start_failed(groups, str(exc))
             return self._table.start_failed(spec.replica_id, str(exc))
         except Exception as exc:
