@@ -5,10 +5,19 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from vectorlay.adapters.memory import sample_report
+from vectorlay.domain.agent.replicas import (
+    ContainerState,
+    ReplicaTable,
+    ReportResult,
+    StartContainer,
+)
 from vectorlay.domain.fleet.fleet import Fleet
 from vectorlay.domain.fleet.placement import NOT_WHOLE_GROUPS
+from vectorlay.domain.hostreport import assignable_slots
 from vectorlay.domain.liveness import LivenessPolicy
 from vectorlay.domain.messages import (
     DeployPayload,
@@ -99,3 +108,35 @@ def test_reported_gpus_pin_the_groups_a_replica_holds(fleet: Fleet) -> None:
 def test_older_agents_without_the_key_count_vfio_gpus(fleet: Fleet) -> None:
     add_node(fleet, "n", [gpu(A, "12", assignable=None), gpu(B, "13", assignable=None)])
     assert fleet.gpus_free("n") == 2
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    sizes=st.lists(st.integers(1, 4), min_size=1, max_size=5),
+    counts=st.lists(st.integers(1, 5), max_size=8),
+)
+def test_the_control_plane_places_exactly_where_the_agent_would_accept(
+    sizes: list[int], counts: list[int]
+) -> None:
+    gpus = [
+        gpu(f"0000:{16 + i:02x}:00.{fn}", str(10 + i))
+        for i, size in enumerate(sizes)
+        for fn in range(size)
+    ]
+    fleet = Fleet(LivenessPolicy(60.0), now=0.0)
+    add_node(fleet, "n", gpus)
+    table = ReplicaTable(assignable_slots(gpus))
+    for n, count in enumerate(counts):
+        rid = f"r{n}"
+        agent = table.deploy(deploy(rid, count))
+        try:
+            placed, _ = fleet.deploy(deploy(rid, count))
+        except NoCapacity:
+            assert isinstance(agent, ReportResult), "the agent would have taken it"
+            continue
+        assert isinstance(agent, StartContainer), agent
+        assert placed.node_id == "n"
+        held = [g.pci_address for g in agent.spec.gpus]
+        table.started(ContainerState(rid, R.RUNNING, None, tuple(held), "x:1"))
+        fleet.deploy_result("n", ResultPayload(rid, R.RUNNING, gpus=held))
+        assert fleet.gpus_free("n") == len(table.free_slots())
