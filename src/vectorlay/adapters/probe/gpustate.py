@@ -36,16 +36,19 @@ class GpuStateReader:
         self._tracker = HealthTracker()
         self._groups_dir = str(groups_dir(sys_root))
         self._devices_dir = str(devices_dir(sys_root))
+        # Never change for a listed entry: read once.
         self._classes: dict[str, str | None] = {}
+        self._addresses: dict[str, str | None] = {}
         self._vfio_dir = f"{dev_root}/vfio"
 
     def read(self, gpus: Sequence[Gpu]) -> list[Gpu]:
         """``gpus`` with driver and group read again and the three keys set."""
-        current = [self._refreshed(g) for g in gpus]
+        drivers: dict[str, str | None] = {}  # read once per pass, shared with the groups
+        current = [self._refreshed(g, drivers) for g in gpus]
         numbers = sorted({g.iommu_group for g in current if g.iommu_group})
         groups: dict[str, IommuGroup] = {}
         for number in numbers:
-            group = self._group(number)
+            group = self._group(number, drivers)
             if group is not None:
                 groups[number] = group
         vfio = {n: _exists(f"{self._vfio_dir}/{n}") for n in numbers}
@@ -56,7 +59,7 @@ class GpuStateReader:
             health[gpu.pci_address] = self._tracker.assess(gpu.pci_address, signals)
         return assess(current, groups=groups, vfio_present=vfio, health=health)
 
-    def _group(self, number: str) -> IommuGroup | None:
+    def _group(self, number: str, drivers: dict[str, str | None]) -> IommuGroup | None:
         """:func:`~vectorlay.adapters.probe.iommu.read_group`, on plain strings, with
         each member's class read once (it never changes): this runs every interval."""
         if not IOMMU_GROUP_RE.fullmatch(number):
@@ -67,20 +70,24 @@ class GpuStateReader:
             return None
         members = []
         for entry in entries:
-            address = normalize_address(entry)
+            if entry not in self._addresses:
+                self._addresses[entry] = normalize_address(entry)
+            address = self._addresses[entry]
             if address is None:
                 continue
             if address not in self._classes:
                 self._classes[address] = class_of(self.sys_root, address)
-            driver = driver_of(self.sys_root, address)
-            bound = driver if isinstance(driver, str) else None
-            members.append(GroupMember(address, bound, self._classes[address]))
+            if address not in drivers:
+                driver = driver_of(self.sys_root, address)
+                drivers[address] = driver if isinstance(driver, str) else None
+            members.append(GroupMember(address, drivers[address], self._classes[address]))
         return IommuGroup(number, tuple(members))
 
-    def _refreshed(self, gpu: Gpu) -> Gpu:
+    def _refreshed(self, gpu: Gpu, drivers: dict[str, str | None]) -> Gpu:
         driver = driver_of(self.sys_root, gpu.pci_address)
         if not (driver is None or isinstance(driver, str)):
             return gpu  # gone from sysfs: keep what was known; health says so
+        drivers[gpu.pci_address] = driver
         group = _group_link(self._devices_dir, gpu.pci_address) or gpu.iommu_group
         if driver == gpu.driver and group == gpu.iommu_group:
             return gpu
