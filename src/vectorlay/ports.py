@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from vectorlay.domain.agent.identity import NodeConfig
 from vectorlay.domain.agent.replicas import ContainerSpec, ContainerState
-from vectorlay.domain.messages import HostMetrics, HostReport
+from vectorlay.domain.messages import Gpu, HostMetrics, HostReport
 
 
 class Connection(Protocol):
@@ -82,6 +82,11 @@ class HardwareProbe(Protocol):
 
     async def metrics(self) -> HostMetrics:
         """Cheap per-heartbeat figures (memory, storage, GPU utilization)."""
+        ...
+
+    async def gpus(self) -> list[Gpu]:
+        """The GPUs of the last report with ``assignable``/``health``/``problems`` read
+        again: cheap (sysfs and ``stat`` only), run every heartbeat interval."""
         ...
 
 

@@ -74,10 +74,12 @@ def run(kernel: FakeKernel, *, apply: bool, gpus: tuple[str, ...] = ()) -> tuple
 
 def assignable(kernel: FakeKernel, tmp_path: Path) -> set[str]:
     report = anyio.run(
-        HostProbe(data_path=tmp_path, host_sys=kernel.sys, host_proc=kernel.proc).report
+        HostProbe(
+            data_path=tmp_path, host_sys=kernel.sys, host_proc=kernel.proc, host_dev=kernel.dev
+        ).report
     )
     groups = read_groups(kernel.sys)
-    return {
+    by_rule = {
         g.pci_address
         for g in report.hardware.gpus
         if g.iommu_group
@@ -88,6 +90,9 @@ def assignable(kernel: FakeKernel, tmp_path: Path) -> set[str]:
             health_failed=False,
         )
     }
+    by_check = {g.pci_address for g in report.hardware.gpus if g.assignable}
+    assert by_check == by_rule  # check and prepare-gpus judge groups alike
+    return by_check
 
 
 def test_the_listings_are_read_whole() -> None:

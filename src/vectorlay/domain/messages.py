@@ -70,6 +70,11 @@ class Gpu(msgspec.Struct, frozen=True, gc=False):
     model: str
     driver: str | None = None
     iommu_group: str | None = None
+    # PROTOCOL.md 2.1.  ``None``: a peer that does not send the key (an older
+    # agent); readers then fall back to "vfio-pci with an IOMMU group".
+    assignable: bool | None = None
+    health: str = "ok"  # "ok" | "warning" | "failed"
+    problems: list[str] = []
 
 
 class Hardware(msgspec.Struct, frozen=True, gc=False):
@@ -92,9 +97,11 @@ class Dependency(msgspec.Struct, frozen=True, gc=False):
     detail: str = ""
 
 
-class ReplicaReport(msgspec.Struct, frozen=True, gc=False):
+class ReplicaReport(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
     replica_id: str
     status: ReplicaStatus
+    # The PCI addresses the replica holds (live replicas only).
+    gpus: list[str] = []
 
 
 class HeartbeatStatus(msgspec.Struct, frozen=True, gc=False):
@@ -179,6 +186,7 @@ class ResultPayload(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
     replica_id: str
     status: ReplicaStatus
     error: str | None = None
+    gpus: list[str] | None = None  # on ``running``: the PCI addresses it holds
 
 
 class StopPayload(msgspec.Struct, frozen=True, gc=False):

@@ -33,6 +33,7 @@ from vectorlay.domain.agent.identity import NodeConfig
 from vectorlay.domain.agent.replicas import ContainerSpec, ContainerState
 from vectorlay.domain.messages import (
     Dependency,
+    Gpu,
     Hardware,
     HostMetrics,
     HostReport,
@@ -368,6 +369,7 @@ def sample_report(*, ready: bool = True, gpus: int = 0) -> HostReport:
             model="GH100 [H100 SXM5 80GB]",
             driver="vfio-pci",
             iommu_group=str(25 + i),
+            assignable=True,
         )
         for i in range(gpus)
     ]
@@ -414,6 +416,10 @@ class StaticProbe:
         self.metrics_calls += 1
         await anyio.lowlevel.checkpoint()
         return self.host_metrics
+
+    async def gpus(self) -> list[Gpu]:
+        await anyio.lowlevel.checkpoint()
+        return list(self.host.hardware.gpus)
 
 
 # --- config store ------------------------------------------------------------

@@ -44,6 +44,7 @@ import psutil
 
 import vectorlay
 from vectorlay.adapters.probe import lspci, sysfs
+from vectorlay.adapters.probe.gpustate import GpuStateReader
 from vectorlay.adapters.probe.nvidia_smi import mean_utilization, query_utilization
 from vectorlay.adapters.probe.pci import PciFunction, gpu_line, is_gpu, to_gpu
 from vectorlay.adapters.probe.procfs import (
@@ -59,6 +60,7 @@ from vectorlay.adapters.probe.vfio import check_vfio
 from vectorlay.domain.hostreport import is_ready
 from vectorlay.domain.messages import (
     Dependency,
+    Gpu,
     Hardware,
     HostMetrics,
     HostReport,
@@ -104,7 +106,7 @@ class _Facts:
 
 
 def host_root(env: Mapping[str, str], var: str, default: str) -> Path:
-    """``$HOST_PROC`` / ``$HOST_SYS``, or the default when unset or empty."""
+    """``$HOST_PROC`` / ``$HOST_SYS`` / ``$HOST_DEV``, or the default when unset or empty."""
     return Path(env.get(var) or default)
 
 
@@ -127,6 +129,7 @@ class HostProbe:
         nerdctl: str | None = None,
         host_proc: Path | None = None,
         host_sys: Path | None = None,
+        host_dev: Path | None = None,
         command_timeout: float = DEFAULT_COMMAND_TIMEOUT,
     ) -> None:
         self.data_path = Path(data_path)
@@ -139,8 +142,13 @@ class HostProbe:
         self.host_sys = (
             host_sys if host_sys is not None else host_root(os.environ, "HOST_SYS", "/sys")
         )
+        self.host_dev = (
+            host_dev if host_dev is not None else host_root(os.environ, "HOST_DEV", "/dev")
+        )
         self.command_timeout = command_timeout
         self._gpus: tuple[PciFunction, ...] | None = None
+        self._gpu_state = GpuStateReader(self.host_sys, self.host_dev)
+        self._reported: list[Gpu] | None = None  # the GPUs of the last report
         self._statvfs = _ThreadGate()
 
     # --- the port --------------------------------------------------------------
@@ -171,6 +179,8 @@ class HostProbe:
             )
             storage = await self._storage()
         self._gpus = tuple(gpus)
+        self._reported = [to_gpu(g) for g in gpus]
+        assessed = await anyio.to_thread.run_sync(self._gpu_state.read, self._reported)
         dependencies = [found[name] for name in (*self.tools, "vfio")]
         memory = facts.memory
         hardware = Hardware(
@@ -180,7 +190,7 @@ class HostProbe:
             ram_gb=_gib(memory.total_bytes) if memory else 0,
             storage=storage,
             gpu_info=[gpu_line(g) for g in gpus],
-            gpus=[to_gpu(g) for g in gpus],
+            gpus=assessed,
             gpu_source=source[0],
         )
         return HostReport(
@@ -203,6 +213,11 @@ class HostProbe:
             memory_total_gb=_gib(memory.total_bytes) if memory else None,
             storage=storage,
         )
+
+    async def gpus(self) -> list[Gpu]:
+        if self._reported is None:
+            self._reported = [to_gpu(g) for g in sysfs.read_gpu_functions(self.host_sys)]
+        return await anyio.to_thread.run_sync(self._gpu_state.read, self._reported)
 
     # --- GPUs ------------------------------------------------------------------
 

@@ -89,6 +89,7 @@ def vfio_device_present(dev_root: Path, number: str) -> bool:
 
 __all__ = [
     "IOMMU_GROUPS",
+    "class_of",
     "groups_dir",
     "has_iommu_groups",
     "read_group",

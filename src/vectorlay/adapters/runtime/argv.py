@@ -48,8 +48,9 @@ def run_argv(
     ]
     if spec.gpus:
         argv += ["--label", f"{LABEL_GPUS}={gpu_label(spec.gpus)}"]
-    for gpu in spec.gpus:
-        argv += ["--device", vfio_device(gpu)]
+    # VFIO hands over whole groups: one device node per group, however many GPUs it holds.
+    for device in dict.fromkeys(vfio_device(gpu) for gpu in spec.gpus):
+        argv += ["--device", device]
     if env_file is not None:
         argv += ["--env-file", env_file]
     argv.append(spec.image)

@@ -11,7 +11,7 @@ or exit when retrying cannot help.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import anyio
 
@@ -23,6 +23,7 @@ from vectorlay.app.agent.registration import Identity, credential, register
 from vectorlay.app.agent.sync import HostState, RuntimeSync
 from vectorlay.app.agent.waits import sleep_or_until
 from vectorlay.domain.agent.framing import fit_frame
+from vectorlay.domain.agent.gpustate import changed as gpus_changed
 from vectorlay.domain.agent.heartbeat import CloseAction, good_session, on_close
 from vectorlay.domain.agent.identity import NodeConfig
 from vectorlay.domain.agent.replicas import ReplicaTable
@@ -33,6 +34,7 @@ from vectorlay.domain.messages import (
     DeployResult,
     Error,
     ErrorCode,
+    Gpu,
     HostReport,
     Message,
     ReplicaStatus,
@@ -205,6 +207,7 @@ class SessionLoop:
                 node = await self._open(session)
                 tg.start_soon(self._heartbeats.beat, session.send)
                 tg.start_soon(self._reprobe, session, node)
+                tg.start_soon(self._watch_gpus, session, node)
                 await self._read(session)
         finally:
             session.step(Event.ENDED)
@@ -266,10 +269,29 @@ class SessionLoop:
         while True:
             await self._clock.sleep(self._config.reprobe_interval)
             was_ready = self._host.report.ready
+            gpus_before = self._host.report.hardware.gpus
             report = await self._host.probe()
             if report.ready != was_ready:
                 log.info("host is now %s", "ready" if report.ready else "degraded")
+            gpus_now = report.hardware.gpus
+            if report.ready != was_ready or gpus_changed(gpus_before, gpus_now):
+                log_gpu_changes(gpus_before, gpus_now)
                 await session.send(system_info(node, report, self._table))
+
+    async def _watch_gpus(self, session: Session, node: NodeConfig) -> None:
+        """Read the GPUs' state and health every heartbeat interval (or at once
+        after a start changed a quarantine); a change gets a fresh system_info."""
+        while True:
+            await sleep_or_until(self._clock, self._config.heartbeat_interval, self._host.gpus_due)
+            before = self._host.report.hardware.gpus
+            try:
+                changed = await self._host.refresh_gpus()
+            except Exception as exc:  # a probe bug must not end the session
+                log.warning("reading GPU state failed: %s", type(exc).__name__)
+                continue
+            if changed:
+                log_gpu_changes(before, self._host.report.hardware.gpus)
+                await session.send(system_info(node, self._host.report, self._table))
 
     async def _read(self, session: Session) -> None:
         while True:
@@ -319,6 +341,24 @@ class SessionLoop:
             )
         else:
             await session.send(error_message(exc.code, exc.message))
+
+
+def log_gpu_changes(before: Sequence[Gpu], after: Sequence[Gpu]) -> None:
+    """One line per GPU whose ``assignable``/``health`` changed; running replicas are left be."""
+    old = {g.pci_address: g for g in before}
+    for gpu in after:
+        was = old.get(gpu.pci_address)
+        if was is not None and (was.assignable, was.health) == (gpu.assignable, gpu.health):
+            continue
+        level = logging.WARNING if gpu.health != "ok" or not gpu.assignable else logging.INFO
+        log.log(
+            level,
+            "GPU %s is now %s, %s%s",
+            gpu.pci_address,
+            gpu.health,
+            "assignable" if gpu.assignable else "not assignable",
+            f": {'; '.join(gpu.problems)}" if gpu.problems else "",
+        )
 
 
 def system_info(node: NodeConfig, report: HostReport, table: ReplicaTable) -> SystemInfo:
