@@ -93,9 +93,12 @@ class Dependency(msgspec.Struct, frozen=True, gc=False):
     detail: str = ""
 
 
-class ReplicaReport(msgspec.Struct, frozen=True, gc=False):
+class ReplicaReport(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
     replica_id: str
     status: ReplicaStatus
+    # An ended container: the runtime's exit code, and for `failed` why.
+    exit_code: int | None = None
+    error: str | None = None
 
 
 class HeartbeatStatus(msgspec.Struct, frozen=True, gc=False):

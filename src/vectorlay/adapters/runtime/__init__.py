@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from vectorlay.adapters.runtime.labels import (
         GPU_SEPARATOR,
         LABEL_GPUS,
+        LABEL_NODE_ID,
         LABEL_REPLICA_ID,
         parse_gpu_label,
     )
@@ -55,6 +56,7 @@ _HOMES: Final = {
     "DEFAULT_OCI_RUNTIME": "nerdctl",
     "GPU_SEPARATOR": "labels",
     "LABEL_GPUS": "labels",
+    "LABEL_NODE_ID": "labels",
     "LABEL_REPLICA_ID": "labels",
     "ContainerEvent": "nerdctl",
     "Listed": "output",
@@ -96,6 +98,7 @@ __all__ = [
     "DEFAULT_OCI_RUNTIME",
     "GPU_SEPARATOR",
     "LABEL_GPUS",
+    "LABEL_NODE_ID",
     "LABEL_REPLICA_ID",
     "ContainerEvent",
     "Listed",

@@ -16,7 +16,12 @@ from typing import Final
 
 import msgspec
 
-from vectorlay.adapters.runtime.labels import LABEL_GPUS, LABEL_REPLICA_ID, parse_gpu_label
+from vectorlay.adapters.runtime.labels import (
+    LABEL_GPUS,
+    LABEL_NODE_ID,
+    LABEL_REPLICA_ID,
+    parse_gpu_label,
+)
 from vectorlay.domain.agent.replicas import ContainerState, container_name
 from vectorlay.domain.messages import ReplicaStatus
 from vectorlay.domain.validation import check_replica_id
@@ -103,7 +108,8 @@ def _container_state(item: _Inspected) -> ContainerState | None:
     status, exit_code = replica_status(raw, code)
     image = item.image or (item.config.image if item.config is not None else "")
     gpus = parse_gpu_label(labels.get(LABEL_GPUS, ""), item.id)
-    return ContainerState(replica_id, status, exit_code, gpus, image)
+    node_id = labels.get(LABEL_NODE_ID) or None
+    return ContainerState(replica_id, status, exit_code, gpus, image, node_id)
 
 
 def replica_status(status: str, exit_code: int | None) -> tuple[ReplicaStatus, int | None]:

@@ -15,7 +15,8 @@ from contextlib import aclosing
 
 import anyio
 
-from vectorlay.domain.agent.replicas import ReplicaTable, assignable_slots
+from vectorlay.domain.agent.ownership import foreign_summary
+from vectorlay.domain.agent.replicas import Replica, ReplicaTable, assignable_slots
 from vectorlay.domain.messages import HostReport
 from vectorlay.errors import ContainerRuntimeError
 from vectorlay.ports import Clock, HardwareProbe, Runtime
@@ -59,14 +60,51 @@ class HostState:
             log.warning("host is degraded: %s", "; ".join(missing))
 
 
-class ConflictLog:
-    """Says once when a container claims GPUs another replica holds."""
+class ForeignLog:
+    """Says once which containers of another node identity share this host.
+
+    Their GPUs stay out of the ledger while they exist (DESIGN.md section 5).
+    """
 
     def __init__(self, table: ReplicaTable) -> None:
         self._table = table
+        self._logged: set[str] = set()
+
+    def check(self) -> None:
+        foreign = self._table.foreign
+        new = {rid: f for rid, f in foreign.items() if rid not in self._logged}
+        if new:
+            log.warning(
+                "leaving alone %d container(s) of another node identity on this host "
+                "(never adopted or stopped here; their GPUs are not assignable): %s",
+                len(new),
+                foreign_summary(new),
+            )
+        gone = self._logged - foreign.keys()
+        if gone:
+            log.info(
+                "container(s) of another node identity gone; their GPUs are free again: %s",
+                ", ".join(f"replica-{rid}" for rid in sorted(gone)),
+            )
+        self._logged = set(foreign)
+
+
+class ConflictLog:
+    """Says once when a container claims GPUs another replica holds.
+
+    Also says what changed in the replica table that no command caused: a
+    container that ended, or vanished without a stop; and (``foreign``) the
+    containers of another node identity.
+    """
+
+    def __init__(self, table: ReplicaTable, foreign: ForeignLog | None = None) -> None:
+        self._table = table
+        self._foreign = foreign
         self._logged: dict[str, tuple[str, ...]] = {}
 
     def check(self) -> None:
+        if self._foreign is not None:
+            self._foreign.check()
         conflicts = dict(self._table.conflicts)
         if conflicts and conflicts != self._logged:
             log.error(
@@ -122,9 +160,12 @@ class RuntimeSync:
                 log.warning("cannot list containers: %s", exc)
                 return
             self.listed = True
+            before = {r.replica_id: r for r in self._table.replicas()}
             changed = self._table.observe(
                 states, busy=busy | set(self._busy()), unchanged_since=versions
             )
+            if not adopting:
+                _log_ended(before, self._table.replicas())
         if changed and not adopting:
             self._changed()
         self._conflicts.check()
@@ -148,3 +189,18 @@ class RuntimeSync:
             except ContainerRuntimeError as exc:
                 log.warning("watching containers failed: %s; retrying", exc)
             await self._clock.sleep(self._retry_delay)
+
+
+def _log_ended(before: dict[str, Replica], after: list[Replica]) -> None:
+    """Log every replica a runtime list found ended or gone, with why (never a secret)."""
+    for replica in after:
+        old = before.get(replica.replica_id)
+        if old is None or (old.status, old.error) == (replica.status, replica.error):
+            continue
+        if replica.error:
+            log.warning(
+                "replica %s is %s: %s", replica.replica_id, replica.status.value, replica.error
+            )
+        else:
+            code = "" if replica.exit_code is None else f" (exit code {replica.exit_code})"
+            log.info("replica %s is %s%s", replica.replica_id, replica.status.value, code)
