@@ -41,6 +41,7 @@ from vectorlay.domain.validation import (
 )
 from vectorlay.errors import (
     NoCapacity,
+    NodeBusy,
     ReplicaExists,
     UnknownNode,
     UnknownReplica,
@@ -67,6 +68,10 @@ class AdminHost(Protocol):
 
     async def commit(self, sends: Sequence[Send]) -> None:
         """Persist what the fleet changed, then deliver ``sends``."""
+        ...
+
+    def revoke_sessions(self, node_id: str) -> int:
+        """Close the node's open sessions with 4401; returns how many."""
         ...
 
 
@@ -109,9 +114,11 @@ def replica_view(replica: ReplicaRecord) -> dict[str, Any]:
         "image": replica.image,
         "gpu_count": replica.gpu_count,
         "status": replica.status.value,
+        # The PCI addresses the replica holds, once its node names them.
+        "gpus": None,
+        "exit_code": replica.exit_code,
+        "error": replica.error,
     }
-    if replica.error is not None:
-        view["error"] = replica.error
     return view
 
 
@@ -175,7 +182,7 @@ def _route(method: str, parts: list[str]) -> tuple[Route | None, list[str]]:
     if parts == ["nodes"]:
         table = {"GET": _list_nodes}
     elif len(parts) == 2 and parts[0] == "nodes":
-        table = {"GET": _get_node}
+        table = {"GET": _get_node, "DELETE": _remove_node}
     elif len(parts) == 3 and parts[0] == "nodes" and parts[2] in _NODE_ACTIONS:
         table = {"POST": _node_action}
     elif parts == ["replicas"]:
@@ -219,6 +226,24 @@ async def _node_action(cp: AdminHost, request: Request, parts: list[str]) -> Res
     await cp.commit(sends)
     log.info("operator %s", action, extra={"node_id": node_id, "status": node.status.value})
     return json_response(200, node_view(cp, node))
+
+
+async def _remove_node(cp: AdminHost, request: Request, parts: list[str]) -> Response:
+    node_id = parts[1]
+    try:
+        cp.fleet.remove_node(node_id)
+    except UnknownNode:
+        return error_response(404, f"node {node_id[:80]!r} not found")
+    except NodeBusy as exc:
+        return error_response(409, str(exc))
+    # Persist first: the token is revoked once its digest is gone from the store.
+    await cp.commit([])
+    closed = cp.revoke_sessions(node_id)
+    log.info(
+        "operator removed node; its token is revoked",
+        extra={"node_id": node_id, "sessions_closed": closed},
+    )
+    return Response(204, b"", "application/json")
 
 
 # --- replicas ----------------------------------------------------------------------------------
@@ -277,7 +302,10 @@ async def _deploy(cp: AdminHost, request: Request, parts: list[str]) -> Response
         return error_response(409, str(exc), field="replica_id")
     except NoCapacity as exc:
         # Only a want of GPUs is the field's fault; no node at all is not.
-        return error_response(409, str(exc), field="gpu_count" if payload.gpu_count else None)
+        field = "gpu_count" if str(exc).startswith("gpu_count") else None
+        return json_response(
+            409, {"error": str(exc), "reason": exc.reason, **({"field": field} if field else {})}
+        )
     await cp.commit(sends)
     log.info(
         "replica deployed",

@@ -19,6 +19,7 @@ from vectorlay.domain.messages import (
     Deploy,
     Gpu,
     Hardware,
+    ReplicaReport,
     ReplicaStatus,
     ResultPayload,
     Stop,
@@ -81,6 +82,8 @@ class ReplicaRecord(msgspec.Struct, frozen=True):
     node_id: str | None = None
     status: ReplicaPhase = ReplicaPhase.PENDING
     error: str | None = None
+    # The container's exit code as the node reported it (an ended replica).
+    exit_code: int | None = None
 
     def __repr__(self) -> str:
         # Env values are secrets; a repr may end up in a log or a traceback.
@@ -119,10 +122,18 @@ class FleetChanges(msgspec.Struct, frozen=True):
     replicas: list[ReplicaRecord] = []
     commands_put: list[PendingCommand] = []
     commands_deleted: list[tuple[str, str]] = []
+    # Nodes an operator removed: their records and token digests go.
+    nodes_deleted: list[str] = []
 
     @property
     def empty(self) -> bool:
-        return not (self.nodes or self.replicas or self.commands_put or self.commands_deleted)
+        return not (
+            self.nodes
+            or self.replicas
+            or self.commands_put
+            or self.commands_deleted
+            or self.nodes_deleted
+        )
 
 
 class Send(msgspec.Struct, frozen=True):
@@ -147,6 +158,25 @@ def agent_error(replica: ReplicaRecord, result: ResultPayload) -> str | None:
     status page or a log line show it.
     """
     return redact_text(result.error, replica.env_vars.values()) if result.error else None
+
+
+def reported(replica: ReplicaRecord, report: ReplicaReport) -> ReplicaRecord:
+    """The replica as a node's report shows it: status, and for an ended one its exit
+    code and error (redacted of the replica's env values).
+
+    A report without them (an older agent) keeps what a result said of the same status.
+    """
+    status = phase_of(report.status)
+    same = status is replica.status
+    error = redact_text(report.error, replica.env_vars.values()) if report.error else None
+    if error is None and same:
+        error = replica.error
+    exit_code = report.exit_code
+    if exit_code is None and same:
+        exit_code = replica.exit_code
+    if status in HOLDS_GPUS:
+        error, exit_code = None, None
+    return msgspec.structs.replace(replica, status=status, error=error, exit_code=exit_code)
 
 
 def phase_of(status: ReplicaStatus) -> ReplicaPhase:
