@@ -602,6 +602,8 @@ def test_no_command_prints_help_and_exits_2(capsys: pytest.CaptureFixture[str]) 
         (["check", "--backend", "gevent"], {}, "--backend: "),
         (["control-plane", "--listen", "nowhere"], {}, "--listen: "),
         (["run", "--no-such-flag"], {}, "unrecognized arguments: --no-such-flag"),
+        (["run", "--token", "s3cret"], {}, "use --token-file PATH or the VECTORLAY_ORG_TOKEN"),
+        (["run", "--token=s3cret"], {}, "use --token-file PATH or the VECTORLAY_ORG_TOKEN"),
         (["reboot"], {}, "invalid choice"),
     ],
 )
@@ -681,3 +683,9 @@ def test_secrets_leave_the_environment_once_read(
     monkeypatch.setenv("VECTORLAY_ORG_TOKEN", "tok-from-env")
     assert cli.main(["run", "--state-dir", str(tmp_path)]) == 0
     assert seen == {"token": "tok-from-env", "env": None}
+
+
+def test_a_token_on_the_command_line_is_never_echoed(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["run", "--token", "s3cret-value"], env={})
+    assert "s3cret-value" not in capsys.readouterr().err

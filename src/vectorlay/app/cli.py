@@ -80,6 +80,12 @@ class _Parser(argparse.ArgumentParser):
         if message.startswith(prefix):
             names = [a.split("=", 1)[0] for a in message[len(prefix) :].split() if a[:1] == "-"]
             message = f"{prefix}{' '.join(names) or '(values not shown)'}"
+            if "--token" in names:
+                # argv is world-readable in /proc: the token itself never goes there.
+                message += (
+                    " (the org token is never taken on the command line: use "
+                    "--token-file PATH or the VECTORLAY_ORG_TOKEN environment variable)"
+                )
         super().error(message)
 
 

@@ -93,9 +93,18 @@ def _paths(state_path: Path) -> tuple[Path, Path]:
 
 
 def socket_dir(state_path: Path) -> Path:
-    # Unix socket paths are short (108 bytes): keep them out of deep tmp dirs.
+    """Where `events` listeners leave a marker file each (``<pid>.listener``).
+
+    The sockets themselves live in Linux's abstract namespace (no file, gone
+    with their process, no 108-byte path limit), so nothing is left in /tmp
+    by a listener that was killed.
+    """
+    return state_path.with_name(state_path.name + ".listeners")
+
+
+def _listener_address(state_path: Path, pid: int | str) -> str:
     digest = zlib.crc32(str(state_path.resolve()).encode())
-    return Path("/tmp") / f"fake-nerdctl-{digest:08x}"
+    return f"\0fake-nerdctl-{digest:08x}-{pid}"
 
 
 def initial_state() -> State:
@@ -349,13 +358,20 @@ def publish(state_path: Path, topic: str, payload: dict[str, Any], container_id:
 
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
         sender.setblocking(False)
-        for listener in sorted(directory.glob("*.sock")):
+        for listener in sorted(directory.glob("*.listener")):
             try:
-                sender.sendto(message, str(listener))
+                sender.sendto(message, _listener_address(state_path, listener.stem))
             except (ConnectionRefusedError, FileNotFoundError):
                 listener.unlink(missing_ok=True)  # its process is gone
+                _remove_if_empty(directory)
             except BlockingIOError:
                 pass  # a listener that reads nothing loses events
+
+
+def _remove_if_empty(directory: Path) -> None:
+    """The last listener leaving takes the marker folder along."""
+    with contextlib.suppress(OSError):
+        directory.rmdir()
 
 
 def format_event(raw: dict[str, Any], style: str, template: str | None) -> str:
@@ -389,11 +405,12 @@ def _events(ctx: Context, args: list[str]) -> int:
     style = str(snapshot(ctx.state_path).get("events_format") or "v2")
     directory = socket_dir(ctx.state_path)
     directory.mkdir(exist_ok=True)
-    path = directory / f"{os.getpid()}.sock"
+    path = directory / f"{os.getpid()}.listener"
     import socket
 
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
-        listener.bind(str(path))
+        listener.bind(_listener_address(ctx.state_path, os.getpid()))
+        path.touch()
         try:
             while True:
                 raw = json.loads(listener.recv(1 << 20))
@@ -403,6 +420,7 @@ def _events(ctx: Context, args: list[str]) -> int:
             return 0
         finally:
             path.unlink(missing_ok=True)
+            _remove_if_empty(directory)
 
 
 # --- argument parsing ------------------------------------------------------------
@@ -1395,12 +1413,12 @@ class FakeNerdctl:
         )
 
     def close(self) -> None:
-        """Kill the helper processes of timed exits; remove stale event sockets."""
+        """Kill the helper processes of timed exits; remove stale listener markers."""
         for record in self.containers():
             _kill_shim(record)
         directory = socket_dir(self.state_path)
         if directory.is_dir():
-            for listener in directory.glob("*.sock"):
+            for listener in directory.glob("*.listener"):
                 pid = listener.stem
                 if pid.isdigit() and not _alive(int(pid)):
                     listener.unlink(missing_ok=True)
