@@ -12,10 +12,9 @@ its admin tokens and its commit.
 
 from __future__ import annotations
 
-import html
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final, Protocol
 
@@ -29,6 +28,7 @@ from vectorlay.adapters.controlplane.http import (
     json_response,
     token_matches,
 )
+from vectorlay.app.controlplane import statuspage
 from vectorlay.domain.fleet.fleet import Fleet
 from vectorlay.domain.fleet.records import HOLDS_GPUS, NodeRecord, ReplicaRecord, Send
 from vectorlay.domain.messages import DeployPayload
@@ -50,7 +50,7 @@ from vectorlay.errors import (
 
 log = logging.getLogger("vectorlay.controlplane")
 
-PAGE_REFRESH_SECONDS: Final = 5
+PAGE_REFRESH_SECONDS: Final = statuspage.PAGE_REFRESH_SECONDS
 DEPLOY_FIELDS: Final = frozenset({"image", "gpu_count", "env_vars", "replica_id"})
 _AUTH_CHALLENGE: Final = (("www-authenticate", 'Bearer realm="vectorlay"'),)
 
@@ -72,6 +72,15 @@ class AdminHost(Protocol):
 
     def revoke_sessions(self, node_id: str) -> int:
         """Close the node's open sessions with 4401; returns how many."""
+        ...
+
+    @property
+    def changed_at(self) -> Mapping[str, datetime]:
+        """Replica id -> when this process last saw it change (for the status page)."""
+        ...
+
+    def now(self) -> datetime:
+        """The wall clock (UTC)."""
         ...
 
 
@@ -343,57 +352,6 @@ async def _stop(cp: AdminHost, request: Request, parts: list[str]) -> Response:
 # --- status page -------------------------------------------------------------------------------
 
 
-_STYLE: Final = """
-body{font-family:system-ui,sans-serif;margin:2rem;color:#222}
-table{border-collapse:collapse;margin-bottom:2rem}
-th,td{border:1px solid #ccc;padding:.3rem .6rem;text-align:left;vertical-align:top}
-th{background:#f3f3f3}
-.online{color:#070}.offline{color:#a00}.degraded,.draining,.maintenance{color:#a60}
-small{color:#666}
-"""
-
-
-def _e(value: object) -> str:
-    return html.escape(str(value), quote=True)
-
-
 def status_page(cp: AdminHost) -> Response:
-    fleet = cp.fleet
-    rows = []
-    for node in fleet.nodes():
-        gpus = "<br>".join(
-            f"{_e(g.pci_address)} {_e(g.model)} <small>{_e(g.driver or 'no driver')}</small>"
-            for g in node.gpus
-        )
-        replicas = ", ".join(_e(r) for r in live_replica_ids(cp, node.node_id))
-        rows.append(
-            "<tr>"
-            f"<td>{_e(node.node_id)}</td><td>{_e(node.hostname)}</td>"
-            f'<td class="{_e(node.status.value)}">{_e(node.status.value)}</td>'
-            f"<td>{gpus or '-'}</td><td>{fleet.gpus_free(node.node_id)}</td>"
-            f"<td>{_e(rfc3339(node.last_seen) or '-')}</td><td>{replicas or '-'}</td>"
-            "</tr>"
-        )
-    replica_rows = [
-        "<tr>"
-        f"<td>{_e(r.replica_id)}</td><td>{_e(r.node_id or '-')}</td><td>{_e(r.image)}</td>"
-        f"<td>{r.gpu_count}</td><td>{_e(r.status.value)}</td><td>{_e(r.error or '')}</td>"
-        "</tr>"
-        for r in fleet.replicas()
-    ]
-    body = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta http-equiv="refresh" content="{PAGE_REFRESH_SECONDS}">
-<title>vectorlay control plane</title><style>{_STYLE}</style></head>
-<body><h1>vectorlay control plane</h1>
-<p><small>Reference control plane; this page refreshes every {PAGE_REFRESH_SECONDS} s.</small></p>
-<h2>Nodes ({len(rows)})</h2>
-<table><tr><th>node</th><th>hostname</th><th>status</th><th>GPUs</th><th>free</th>
-<th>last seen</th><th>replicas</th></tr>
-{"".join(rows) or '<tr><td colspan="7">no nodes yet</td></tr>'}</table>
-<h2>Replicas ({len(replica_rows)})</h2>
-<table><tr><th>replica</th><th>node</th><th>image</th><th>GPUs</th><th>status</th><th>error</th></tr>
-{"".join(replica_rows) or '<tr><td colspan="6">no replicas yet</td></tr>'}</table>
-</body></html>
-"""
+    body = statuspage.render(cp.fleet, cp.changed_at, cp.now())
     return Response(200, body.encode("utf-8"), "text/html; charset=utf-8")

@@ -14,8 +14,9 @@ only one that knows the whole :class:`ControlPlane`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Final
 
 import anyio
@@ -157,6 +158,13 @@ class ControlPlane:
 
     def owns_node(self, node_id: str, session: AgentSession) -> bool:
         return self.sessions.get(node_id) is session
+
+    @property
+    def changed_at(self) -> Mapping[str, datetime]:
+        return self.transitions.changed_at
+
+    def now(self) -> datetime:
+        return self.clock.now()
 
     def revoke_sessions(self, node_id: str) -> int:
         """Close every open session of a removed node with 4401 (its token is revoked)."""
