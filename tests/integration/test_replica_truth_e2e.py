@@ -37,7 +37,7 @@ def running(cp: ControlPlaneProcess, rid: str) -> None:
 
 def within(seconds: float, check: Any, what: str) -> Any:
     """Wait for ``check`` with the contract's deadline as the timeout (figures:
-    benchmarks/replica_truth_latency.py)."""
+    benchmarks/replica_truth.py)."""
     return wait_for(check, timeout=seconds, what=what)
 
 
