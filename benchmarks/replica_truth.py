@@ -95,7 +95,12 @@ def main() -> int:
                 wait_for(partial(_shows, cp, rid, "running"))
                 started = time.monotonic()
                 hit(node.nerdctl, f"replica-{rid}")
-                wait_for(partial(_shows, cp, rid, "failed", reason), 20, action, interval=0.01)
+                try:
+                    wait_for(partial(_shows, cp, rid, "failed", reason), 20, action, interval=0.01)
+                except AssertionError:
+                    print(f"{action}: {rid} never shown failed: {cp.replica(rid)}")
+                    print("\n".join(spec.log.splitlines()[-30:]))
+                    return 1
                 took.append(time.monotonic() - started)
                 cp.request("DELETE", f"/v1/replicas/{rid}")
             print(_figures(f"{action} -> shown failed", took))

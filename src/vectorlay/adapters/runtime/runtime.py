@@ -230,8 +230,12 @@ class NerdctlRuntime:
                         "ignoring a container with an unusable id: %r", clip(entry.container_id)
                     )
             listed = await self._inspect(refs) if refs else []
-            # Ids a run() learned while we listed stay known.
-            self._known_ids = {item.container_id for item in listed} | (self._known_ids - before)
+            # Ids a run() learned while we listed stay known; so do those that
+            # went between ps and inspect, until the next list: the events of
+            # their removal are still on the way and must wake the agent.
+            self._known_ids = (
+                {item.container_id for item in listed} | (self._known_ids - before) | set(refs)
+            )
             return one_per_replica(self._with_oom(listed))
 
     async def changes(self) -> AsyncGenerator[None, None]:

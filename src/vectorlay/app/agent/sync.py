@@ -23,6 +23,9 @@ from vectorlay.ports import Clock, HardwareProbe, Runtime
 
 log = logging.getLogger("vectorlay.agent")
 
+# Lists in a row within one refresh, at most, while commands keep changing replicas.
+RELIST_LIMIT = 3
+
 
 class HostState:
     """The latest host report, and when it was taken."""
@@ -151,24 +154,38 @@ class RuntimeSync:
         One refresh at a time; replicas that a command touched while the list
         was being taken keep what the command decided (the list is older).
         """
+        changed = False
         async with self._refreshing:
-            versions = self._table.versions()
-            busy = set(self._busy())
-            try:
-                states = await self._runtime.list()
-            except ContainerRuntimeError as exc:
-                log.warning("cannot list containers: %s", exc)
-                return
-            self.listed = True
-            before = {r.replica_id: r for r in self._table.replicas()}
-            changed = self._table.observe(
-                states, busy=busy | set(self._busy()), unchanged_since=versions
-            )
-            if not adopting:
-                _log_ended(before, self._table.replicas())
+            for _ in range(RELIST_LIMIT):
+                versions = self._table.versions()
+                busy = set(self._busy())
+                try:
+                    states = await self._runtime.list()
+                except ContainerRuntimeError as exc:
+                    log.warning("cannot list containers: %s", exc)
+                    return
+                self.listed = True
+                before = {r.replica_id: r for r in self._table.replicas()}
+                changed |= self._table.observe(
+                    states, busy=busy | set(self._busy()), unchanged_since=versions
+                )
+                if not adopting:
+                    _log_ended(before, self._table.replicas())
+                # A command changed a replica while the list was taken, so the
+                # list said nothing of it: list again, or a change to its
+                # container in that window (its events already spent) would
+                # wait for the slow resync.
+                if self._table.versions() == versions or not self._changed_since(versions):
+                    break
         if changed and not adopting:
             self._changed()
         self._conflicts.check()
+
+    def _changed_since(self, versions: dict[str, int]) -> bool:
+        """Whether a replica not busy now was changed by a command since ``versions``."""
+        busy = set(self._busy())
+        now = self._table.versions()
+        return any(versions.get(rid) != v for rid, v in now.items() if rid not in busy)
 
     async def watch(self) -> None:
         """Follow container changes, plus a slow periodic re-list; runs until cancelled."""
