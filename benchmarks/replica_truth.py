@@ -28,7 +28,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.fakes.nerdctl.fake_nerdctl import FakeNerdctl  # noqa: E402
 from tests.support import (  # noqa: E402
     AgentNode,
     ControlPlaneProcess,
@@ -37,6 +36,7 @@ from tests.support import (  # noqa: E402
     reaping,
     wait_for,
 )
+from tests.support.nodes import FakeNerdctl  # noqa: E402
 
 
 def _rm(fake: FakeNerdctl, name: str) -> None:
