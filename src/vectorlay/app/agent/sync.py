@@ -93,12 +93,8 @@ class ForeignLog:
 
 
 class ConflictLog:
-    """Says once when a container claims GPUs another replica holds.
-
-    Also says what changed in the replica table that no command caused: a
-    container that ended, or vanished without a stop; and (``foreign``) the
-    containers of another node identity.
-    """
+    """Says once when a container claims GPUs another replica holds, and
+    (``foreign``) which containers of another node identity share the host."""
 
     def __init__(self, table: ReplicaTable, foreign: ForeignLog | None = None) -> None:
         self._table = table
