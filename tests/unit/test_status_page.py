@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from tests.unit.test_fleet import WALL, add_node, deploy, ok
-from vectorlay.app.controlplane.statuspage import render
+from vectorlay.adapters.controlplane.statuspage import render
 from vectorlay.domain.fleet.fleet import Fleet
 from vectorlay.domain.liveness import LivenessPolicy
 from vectorlay.domain.messages import ReplicaStatus as R

@@ -20,6 +20,7 @@ from typing import Any, Final, Protocol
 
 import msgspec
 
+from vectorlay.adapters.controlplane import statuspage
 from vectorlay.adapters.controlplane.http import (
     Request,
     Response,
@@ -28,7 +29,6 @@ from vectorlay.adapters.controlplane.http import (
     json_response,
     token_matches,
 )
-from vectorlay.app.controlplane import statuspage
 from vectorlay.domain.fleet.fleet import Fleet
 from vectorlay.domain.fleet.records import HOLDS_GPUS, NodeRecord, ReplicaRecord, Send
 from vectorlay.domain.messages import DeployPayload
