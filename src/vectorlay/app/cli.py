@@ -9,6 +9,8 @@ degraded, 2 usage or configuration error.
 from __future__ import annotations
 
 import argparse
+import atexit
+import contextlib
 import logging
 import math
 import os
@@ -511,6 +513,24 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         return _dispatch(settings)
     except KeyboardInterrupt:
         return 130
+
+
+def entry() -> NoReturn:
+    """The program: :func:`main`, then exit without the interpreter's teardown.
+
+    Once a command has returned there is nothing left to do, but freeing the
+    heap of every module a run loaded (httpx, ssl, anyio, msgspec, ...) took
+    100-200 ms after "agent stopped" on a quiet 2-core machine, and more on a
+    loaded one.  Exit handlers still run and every log and output stream is
+    flushed; only that teardown is skipped.
+    """
+    code = main()  # usage errors leave through SystemExit, as ever
+    atexit._run_exitfuncs()
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 def _dispatch(settings: CheckSettings | AgentSettings | ControlPlaneSettings) -> int:
