@@ -382,7 +382,9 @@ class AgentSession:
             self.send(
                 error_message(
                     ErrorCode.UNAUTHORIZED,
-                    "system_info.payload.node_id: does not match the node of this credential",
+                    "system_info.payload.node_id: does not match the node of this credential"
+                    if isinstance(exc, WrongNode)
+                    else "this node was removed by an operator; its token is revoked",
                 )
             )
             self.end(CLOSE_UNAUTHORIZED)
