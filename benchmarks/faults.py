@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.faults import scenarios  # noqa: E402
 from tests.faults.scenarios import Tally, round_indexes  # noqa: E402
+from tests.faults.truth import behind_the_back  # noqa: E402
 
 # (where to work, rounds, seed, the one round to run or None) -> what happened
 Runner = Callable[[Path, int, int, int | None], Tally]
@@ -70,6 +71,7 @@ SCENARIOS: dict[str, Runner] = {
         root, n, seed, only=only
     ),
     "secrets": lambda root, n, seed, only: scenarios.secrets_scan(root, n, seed, only=only),
+    "behind-the-back": lambda root, n, seed, only: behind_the_back(root, n, seed, only=only),
     "transport-security": lambda root, n, seed, only: scenarios.transport_security(
         root, n, seed, only=only
     ),

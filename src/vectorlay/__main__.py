@@ -1,3 +1,3 @@
-from vectorlay.app.cli import main
+from vectorlay.app.cli import entry
 
-raise SystemExit(main())
+entry()

@@ -188,7 +188,15 @@ class ReplicaExists(FleetError):
 
 
 class NoCapacity(FleetError):
-    """No online node has enough free GPUs."""
+    """No online node has enough free GPUs; ``reason`` says which cause holds (a code)."""
+
+    def __init__(self, message: str, *, reason: str = "no_free_gpus") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class NodeBusy(FleetError):
+    """An operator asked to remove a node that is connected and serving, or holds replicas."""
 
 
 class WrongNode(FleetError):

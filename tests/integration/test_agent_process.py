@@ -229,6 +229,8 @@ def test_no_token_and_no_node_json_is_a_one_line_error(
     errors = [line for line in agent.log.splitlines() if "ERROR" in line]
     assert len(errors) == 1
     assert "VECTORLAY_ORG_TOKEN" in errors[0]
+    # A configuration error leaves nothing behind in the state directory.
+    assert not node.env_dir.exists()
     # At the default level the error is all it prints.
     agent.log_path.write_text("")
     quiet = node.agent(peer.url, org_token=None, log_level="info").start(reaper)

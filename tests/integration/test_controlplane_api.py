@@ -141,7 +141,8 @@ async def test_deploy_conflicts_and_capacity(tmp_path: Path) -> None:
         no_node = await http.post("/v1/replicas", json={"image": "busybox"})
         assert no_node.status_code == 409
         assert "field" not in no_node.json()  # no GPUs asked: no field is to blame
-        assert "no online node takes deploys" in no_node.json()["error"]
+        assert no_node.json()["reason"] == "no_node_online"
+        assert "no node online" in no_node.json()["error"]
         node_id = await _online_node(cp, ws, gpus=1)
         first = await http.post(
             "/v1/replicas", json={"image": "busybox", "replica_id": "r1", "gpu_count": 1}

@@ -350,6 +350,8 @@ async def test_deploy_heartbeat_stop_flow(tmp_path: Path) -> None:
                     "gpu_count": 1,
                     "status": "running",
                     "gpus": [],
+                    "exit_code": None,
+                    "error": None,
                 }
             ]
             stopping = await admin.delete(f"/v1/replicas/{rid}")

@@ -608,6 +608,8 @@ def test_no_command_prints_help_and_exits_2(capsys: pytest.CaptureFixture[str]) 
         (["check", "--backend", "gevent"], {}, "--backend: "),
         (["control-plane", "--listen", "nowhere"], {}, "--listen: "),
         (["run", "--no-such-flag"], {}, "unrecognized arguments: --no-such-flag"),
+        (["run", "--token", "s3cret"], {}, "use --token-file PATH or the VECTORLAY_ORG_TOKEN"),
+        (["run", "--token=s3cret"], {}, "use --token-file PATH or the VECTORLAY_ORG_TOKEN"),
         (["reboot"], {}, "invalid choice"),
     ],
 )
@@ -724,3 +726,11 @@ def test_unknown_engine_is_a_usage_error() -> None:
     assert usage_error(lambda: agent("--engine", "lxc")).startswith("--engine: expected one of")
     message = usage_error(lambda: check(env={"VECTORLAY_ENGINE": "rkt"}))
     assert message.startswith("VECTORLAY_ENGINE: expected one of nerdctl, docker, podman")
+
+
+def test_a_token_on_the_command_line_is_never_echoed(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["run", "--token", "s3cret-value"], env={})
+    err = capsys.readouterr().err
+    assert "s3cret-value" not in err
+    assert "--token-file PATH or the VECTORLAY_ORG_TOKEN environment variable" in err

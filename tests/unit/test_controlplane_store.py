@@ -153,3 +153,21 @@ async def test_the_twin_records_batches_and_fails_a_batch_whole() -> None:
     assert store.saves == [first]
     assert await store.load() == FleetSnapshot(nodes=[NodeRecord("node-1")])
     assert await store.node_for_token(TOKEN) is None
+
+
+async def test_a_removed_node_takes_its_token_and_commands_along(store: FleetStore) -> None:
+    await store.add_node(node("node-1"), TOKEN)
+    await store.add_node(node("node-2"), TOKEN + "-other")
+    await store.save(
+        FleetChanges(
+            replicas=[replica("r1")],
+            commands_put=[PendingCommand("node-1", "r1", CommandKind.STOP, 1)],
+        )
+    )
+    await store.save(FleetChanges(nodes_deleted=["node-1"]))
+    assert await store.node_for_token(TOKEN) is None  # revoked
+    assert await store.node_for_token(TOKEN + "-other") == "node-2"
+    loaded = await store.load()
+    assert [n.node_id for n in loaded.nodes] == ["node-2"]
+    assert loaded.commands == []
+    assert [r.replica_id for r in loaded.replicas] == ["r1"]  # history stays

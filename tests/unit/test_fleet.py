@@ -417,16 +417,22 @@ def test_unreported_stopping_and_ended_replicas_are_left_to_their_answers(
     ]
 
 
-def test_heartbeats_missing_a_replica_change_nothing(fleet: Fleet) -> None:
+def test_a_heartbeat_missing_a_running_replica_fails_it(fleet: Fleet) -> None:
+    # A heartbeat's list is complete (PROTOCOL.md section 5), as at a reconnect.
     add_node(fleet, "a")
     fleet.deploy(deploy("r1", 1))
+    fleet.deploy(deploy("r2", 1))  # its deploy is still in flight: not touched
     fleet.deploy_result("a", ok("r1"))
     fleet.take_changes()
     assert fleet.heartbeat("a", []) == []
     replica = fleet.replica("r1")
     assert replica is not None
-    assert replica.status is ReplicaPhase.RUNNING
-    assert fleet.take_changes().empty
+    assert (replica.status, replica.error) == (ReplicaPhase.FAILED, "not reported by node")
+    assert fleet.gpus_free("a") == 1  # r1's GPU is free, r2 still holds one
+    r2 = fleet.replica("r2")
+    assert r2 is not None
+    assert r2.status is ReplicaPhase.PENDING
+    assert [r.replica_id for r in fleet.take_changes().replicas] == ["r1"]
 
 
 def test_a_draining_node_whose_last_replica_went_unreported_is_maintenance(

@@ -14,7 +14,7 @@ from vectorlay.adapters.probe.health import (
     parse_width,
     read_signals,
 )
-from vectorlay.domain.agent.gpustate import assess, changed, with_quarantine
+from vectorlay.domain.agent.gpustate import assess, changed, with_foreign, with_quarantine
 from vectorlay.domain.agent.health import (
     OK,
     GpuHealth,
@@ -260,3 +260,18 @@ def test_quarantine_overlay_and_change_detection() -> None:
     assert after[0].problems == ["quarantined after 3 failed starts: boom"]
     assert changed(before, after)
     assert not changed(after, with_quarantine(before, q, now=6))
+
+
+def test_a_gpu_held_by_another_identitys_container_is_not_assignable() -> None:
+    groups = {"12": group("12", (A, "vfio-pci")), "13": group("13", (B, "vfio-pci"))}
+    gpus = assess(
+        [gpu(A, "12"), gpu(B, "13")],
+        groups=groups,
+        vfio_present={"12": True, "13": True},
+        health={},
+    )
+    line = f"{A} is held by container replica-x of node node-other"
+    marked = with_foreign(gpus, {A: line})
+    assert (marked[0].assignable, marked[0].health, marked[0].problems) == (False, "ok", [line])
+    assert marked[1] == gpus[1]
+    assert changed(gpus, marked)

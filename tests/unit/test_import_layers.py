@@ -349,7 +349,7 @@ def test_the_package_keeps_its_layers() -> None:
 REPO_ROOT: Final = Path(__file__).resolve().parents[2]
 # What the benchmarks may take from the tests: the shared support package,
 # and the fault scenarios themselves for the long fault campaigns.
-BENCHMARKS_MAY_IMPORT: Final = ("tests.support", "tests.faults.scenarios")
+BENCHMARKS_MAY_IMPORT: Final = ("tests.support", "tests.faults.scenarios", "tests.faults.truth")
 
 
 def test_benchmarks_use_only_the_shared_test_support() -> None:

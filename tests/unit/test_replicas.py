@@ -200,19 +200,22 @@ def test_start_failed_frees_gpus_and_keeps_reporting_the_failure() -> None:
     error = "image not found: nginx:1.25"
     assert table.start_failed("r1", error) == ReportResult("r1", RS.FAILED, error)
     assert table.free_slots() == SLOTS
-    assert table.reports() == [ReplicaReport("r1", RS.FAILED)]
+    assert table.reports() == [ReplicaReport("r1", RS.FAILED, error=error)]
     # A failed start never had a container; observing the runtime keeps it.
     assert table.observe([]) is False
-    assert table.reports() == [ReplicaReport("r1", RS.FAILED)]
+    assert table.reports() == [ReplicaReport("r1", RS.FAILED, error=error)]
 
 
 # --- stop -------------------------------------------------------------------------
 
 
-def test_stop_asks_the_runtime_even_for_unknown_replicas() -> None:
+def test_stop_of_a_replica_not_held_touches_no_container() -> None:
+    # Any container of that name is another agent identity's (DESIGN.md section 5).
     table = ReplicaTable(SLOTS)
-    assert table.stop("ghost") == StopContainer("ghost")
-    assert table.stopped("ghost") == ReportResult("ghost", RS.STOPPED)
+    assert table.stop("ghost") == ReportResult("ghost", RS.STOPPED)
+    run(table, start(table, "held", 1))
+    assert table.stop("held") == StopContainer("held")
+    assert table.stopped("held") == ReportResult("held", RS.STOPPED)
 
 
 def test_stop_with_an_invalid_id_is_answered_without_the_runtime() -> None:
@@ -244,9 +247,14 @@ def test_adopt_rebuilds_the_table_from_observed_containers() -> None:
     ]
     table = ReplicaTable.adopt(SLOTS, states)
     assert table.reports() == [
-        ReplicaReport("a", RS.EXITED),
+        ReplicaReport("a", RS.EXITED, exit_code=0),
         ReplicaReport("b", RS.RUNNING, [ADDR[1], ADDR[2]]),
-        ReplicaReport("c", RS.FAILED),
+        ReplicaReport(
+            "c",
+            RS.FAILED,
+            exit_code=137,
+            error="container exited with code 137 (killed by SIGKILL)",
+        ),
     ]
     assert table.held() == {ADDR[1]: "b", ADDR[2]: "b"}
     assert table.free_slots() == [SLOTS[0], SLOTS[3]]
@@ -255,16 +263,31 @@ def test_adopt_rebuilds_the_table_from_observed_containers() -> None:
     assert table.deploy(payload("b", 1)) == ReportResult("b", RS.RUNNING, gpus=(ADDR[1], ADDR[2]))
 
 
-def test_observe_reports_exits_and_forgets_vanished_containers() -> None:
+def test_observe_reports_exits_and_keeps_replicas_whose_container_vanished() -> None:
     table = ReplicaTable(SLOTS)
     a = run(table, start(table, "a", 1))
     b = run(table, start(table, "b", 1))
     assert table.observe([a, b]) is False  # nothing changed
     assert table.observe([ContainerState("a", RS.FAILED, 1, a.gpus, a.image), b]) is True
-    assert table.get("a") is not None
+    assert table.reports()[0] == ReplicaReport(
+        "a", RS.FAILED, exit_code=1, error="container exited with code 1"
+    )
     assert table.held() == {ADDR[1]: "b"}
-    assert table.observe([b]) is True  # a's container was removed outside the agent
-    assert table.get("a") is None
+    # a ended before its container went: it keeps why it ended.
+    assert table.observe([b]) is False
+    assert table.reports()[0] == ReplicaReport(
+        "a", RS.FAILED, exit_code=1, error="container exited with code 1"
+    )
+    # b's running container is removed by hand: failed, with the reason, GPU freed.
+    assert table.observe([]) is True
+    assert table.reports()[1] == ReplicaReport(
+        "b", RS.FAILED, error="container removed outside the agent"
+    )
+    assert table.held() == {}
+    assert table.observe([]) is False  # reported until its stop, not re-announced
+    assert table.stop("b") == StopContainer("b")
+    table.stopped("b")
+    assert [r.replica_id for r in table.replicas()] == ["a"]
 
 
 def test_observe_keeps_pending_and_busy_replicas() -> None:
@@ -382,7 +405,13 @@ class LedgerMachine(RuleBasedStateMachine):
     def stop(self, rid: str) -> None:
         if rid in self.starting:
             return  # the agent serialises operations per replica
-        assert self.table.stop(rid) == StopContainer(rid)
+        decision = self.table.stop(rid)
+        if self.table.get(rid) is None:
+            # Not held here: answered at once, the runtime untouched.
+            assert decision == ReportResult(rid, RS.STOPPED)
+            assert rid not in self.runtime
+        else:
+            assert decision == StopContainer(rid)
         self.runtime.pop(rid, None)
         assert self.table.stopped(rid) == ReportResult(rid, RS.STOPPED)
         assert self.table.get(rid) is None

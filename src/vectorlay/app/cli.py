@@ -10,6 +10,8 @@ configuration error.
 from __future__ import annotations
 
 import argparse
+import atexit
+import contextlib
 import logging
 import os
 import sys
@@ -70,6 +72,12 @@ class _Parser(argparse.ArgumentParser):
         if message.startswith(prefix):
             names = [a.split("=", 1)[0] for a in message[len(prefix) :].split() if a[:1] == "-"]
             message = f"{prefix}{' '.join(names) or '(values not shown)'}"
+            if "--token" in names:
+                # argv is world-readable in /proc: the token itself never goes there.
+                message += (
+                    " (the org token is never taken on the command line: use "
+                    "--token-file PATH or the VECTORLAY_ORG_TOKEN environment variable)"
+                )
         super().error(message)
 
 
@@ -275,6 +283,24 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         return _dispatch(settings)
     except KeyboardInterrupt:
         return 130
+
+
+def entry() -> NoReturn:
+    """The program: :func:`main`, then exit without the interpreter's teardown.
+
+    Once a command has returned there is nothing left to do, but freeing the
+    heap of every module a run loaded (httpx, ssl, anyio, msgspec, ...) took
+    100-200 ms after "agent stopped" on a quiet 2-core machine, and more on a
+    loaded one.  Exit handlers still run and every log and output stream is
+    flushed; only that teardown is skipped.
+    """
+    code = main()  # usage errors leave through SystemExit, as ever
+    atexit._run_exitfuncs()
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 def _dispatch(

@@ -102,6 +102,9 @@ class ReplicaReport(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
     status: ReplicaStatus
     # The PCI addresses the replica holds (live replicas only).
     gpus: list[str] = []
+    # An ended container: the runtime's exit code, and for `failed` why.
+    exit_code: int | None = None
+    error: str | None = None
 
 
 class HeartbeatStatus(msgspec.Struct, frozen=True, gc=False):

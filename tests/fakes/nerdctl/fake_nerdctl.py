@@ -21,9 +21,12 @@ captures in ``tests/fixtures/nerdctl/``):
 - ``container inspect`` / ``inspect``: the docker-compatible array of a real
   capture, with this container's fields; missing ones make ``N errors:``.
 - ``stop -t N`` (a container told to ignore SIGTERM dies after N seconds
-  with 137), ``rm -f`` (errors only logged, exit 0, as nerdctl does).
+  with 137), ``rm -f`` (errors only logged, exit 0, as nerdctl does),
+  ``kill [-s SIGNAL]`` (the container ends with 128 + the signal's number).
 - ``events --format '{{json .}}'``: containerd topics with nerdctl's JSON
-  envelope, each line followed by an empty line; delivered through a unix
+  envelope, each line followed by an empty line (``/tasks/exit`` without
+  ``exit_status`` for 0, as protobuf's omitempty; ``/tasks/oom`` before the
+  exit of an OOM-killed container); delivered through a unix
   datagram socket per listener, so an idle listener uses no CPU.
 - ``--version``.
 - Log lines as logrus writes them: ``FATA[0000] …`` on a terminal,
@@ -90,9 +93,18 @@ def _paths(state_path: Path) -> tuple[Path, Path]:
 
 
 def socket_dir(state_path: Path) -> Path:
-    # Unix socket paths are short (108 bytes): keep them out of deep tmp dirs.
+    """Where `events` listeners leave a marker file each (``<pid>.listener``).
+
+    The sockets themselves live in Linux's abstract namespace (no file, gone
+    with their process, no 108-byte path limit), so nothing is left in /tmp
+    by a listener that was killed.
+    """
+    return state_path.with_name(state_path.name + ".listeners")
+
+
+def _listener_address(state_path: Path, pid: int | str) -> str:
     digest = zlib.crc32(str(state_path.resolve()).encode())
-    return Path("/tmp") / f"fake-nerdctl-{digest:08x}"
+    return f"\0fake-nerdctl-{digest:08x}-{pid}"
 
 
 def initial_state() -> State:
@@ -346,13 +358,20 @@ def publish(state_path: Path, topic: str, payload: dict[str, Any], container_id:
 
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
         sender.setblocking(False)
-        for listener in sorted(directory.glob("*.sock")):
+        for listener in sorted(directory.glob("*.listener")):
             try:
-                sender.sendto(message, str(listener))
+                sender.sendto(message, _listener_address(state_path, listener.stem))
             except (ConnectionRefusedError, FileNotFoundError):
                 listener.unlink(missing_ok=True)  # its process is gone
+                _remove_if_empty(directory)
             except BlockingIOError:
                 pass  # a listener that reads nothing loses events
+
+
+def _remove_if_empty(directory: Path) -> None:
+    """The last listener leaving takes the marker folder along."""
+    with contextlib.suppress(OSError):
+        directory.rmdir()
 
 
 def format_event(raw: dict[str, Any], style: str, template: str | None) -> str:
@@ -386,11 +405,12 @@ def _events(ctx: Context, args: list[str]) -> int:
     style = str(snapshot(ctx.state_path).get("events_format") or "v2")
     directory = socket_dir(ctx.state_path)
     directory.mkdir(exist_ok=True)
-    path = directory / f"{os.getpid()}.sock"
+    path = directory / f"{os.getpid()}.listener"
     import socket
 
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
-        listener.bind(str(path))
+        listener.bind(_listener_address(ctx.state_path, os.getpid()))
+        path.touch()
         try:
             while True:
                 raw = json.loads(listener.recv(1 << 20))
@@ -400,6 +420,7 @@ def _events(ctx: Context, args: list[str]) -> int:
             return 0
         finally:
             path.unlink(missing_ok=True)
+            _remove_if_empty(directory)
 
 
 # --- argument parsing ------------------------------------------------------------
@@ -524,6 +545,7 @@ _SUBCOMMANDS: Final = {
     "inspect": "inspect",
     "stop": "stop",
     "rm": "rm",
+    "kill": "kill",
     "events": "events",
 }
 _CONTAINER_SUBCOMMANDS: Final = {
@@ -535,6 +557,7 @@ _CONTAINER_SUBCOMMANDS: Final = {
     "stop": "stop",
     "rm": "rm",
     "remove": "rm",
+    "kill": "kill",
 }
 
 
@@ -571,6 +594,7 @@ def _dispatch(ctx: Context, args: list[str]) -> int:
         "inspect": _inspect,
         "stop": _stop,
         "rm": _rm,
+        "kill": _kill,
         "events": _events,
     }[op]
     return handler(ctx, rest)
@@ -844,13 +868,16 @@ def _mark_exited(record: Container, code: int) -> None:
 
 def _exit_payload(record: Container) -> dict[str, Any]:
     seconds, nanos = divmod(time.time_ns(), 1_000_000_000)
-    return {
+    payload: dict[str, Any] = {
         "container_id": record["id"],
         "id": record["id"],
         "pid": record["pid"],
         "exit_status": record["exit_code"],
         "exited_at": {"seconds": seconds, "nanos": nanos},
     }
+    if not payload["exit_status"]:
+        del payload["exit_status"]  # protobuf omitempty: a clean exit has none
+    return payload
 
 
 # --- lookups ---------------------------------------------------------------------
@@ -1143,6 +1170,40 @@ def _stop(ctx: Context, args: list[str]) -> int:
     return 0
 
 
+# Linux numbers of the signals `kill -s` is given by name.
+_SIGNAL_NUMBERS: Final = {
+    "HUP": 1,
+    "INT": 2,
+    "QUIT": 3,
+    "KILL": 9,
+    "USR1": 10,
+    "SEGV": 11,
+    "USR2": 12,
+    "TERM": 15,
+}
+
+
+def _kill(ctx: Context, args: list[str]) -> int:
+    """``nerdctl kill [-s SIGNAL] CONTAINER...``: the main process dies of the signal."""
+    flags = _parse_flags(args, values={"-s", "--signal"}, bools=set())
+    raw = (flags.value("-s", "--signal") or "KILL").upper().removeprefix("SIG")
+    number = int(raw) if raw.isdigit() else _SIGNAL_NUMBERS.get(raw)
+    if number is None:
+        raise Fatal(f"unknown signal: {raw}")
+    with locked(ctx.state_path) as state:
+        found, errors = _walk_errors(state, flags.rest)
+    for record in found:
+        if record["status"] != "running":
+            errors.append(f"cannot kill container {record['id']}: container is not running")
+            continue
+        if exit_container(ctx.state_path, record["id"], 128 + number):
+            _kill_shim(record)
+        print(record["name"] if record["name"] in flags.rest else record["id"][:12])
+    if errors:
+        raise Fatal(_errors_text(errors))
+    return 0
+
+
 def _rm(ctx: Context, args: list[str]) -> int:
     flags = _parse_flags(args, values=set(), bools={"-f", "--force", "-v", "--volumes"})
     force = flags.has("-f", "--force")
@@ -1290,6 +1351,18 @@ class FakeNerdctl:
         """The container's main process ends with ``code`` now."""
         return exit_container(self.state_path, ref, code)
 
+    def oom(self, ref: str) -> bool:
+        """The container's VM runs out of memory: ``/tasks/oom``, then it exits 137."""
+        record = self.container(ref)
+        if record is None or record["status"] != "running":
+            return False
+        publish(self.state_path, "/tasks/oom", {"container_id": record["id"]}, record["id"])
+        return exit_container(self.state_path, ref, 137)
+
+    def remove_behind_back(self, ref: str) -> bool:
+        """``nerdctl rm -f`` run by someone else (an operator, a cleanup script)."""
+        return self.cli("rm", "-f", ref).returncode == 0 and self.container(ref) is None
+
     def revive(self, ref: str) -> None:
         """Start an exited container again (as `nerdctl start` would)."""
         with locked(self.state_path) as state:
@@ -1340,12 +1413,12 @@ class FakeNerdctl:
         )
 
     def close(self) -> None:
-        """Kill the helper processes of timed exits; remove stale event sockets."""
+        """Kill the helper processes of timed exits; remove stale listener markers."""
         for record in self.containers():
             _kill_shim(record)
         directory = socket_dir(self.state_path)
         if directory.is_dir():
-            for listener in directory.glob("*.sock"):
+            for listener in directory.glob("*.listener"):
                 pid = listener.stem
                 if pid.isdigit() and not _alive(int(pid)):
                     listener.unlink(missing_ok=True)

@@ -180,6 +180,10 @@ class SqliteFleetStore:
                     (node_id, replica_id),
                 )
             )
+        for node_id in changes.nodes_deleted:
+            # The token digest lives in the node's row: deleting it revokes the token.
+            statements.append(("DELETE FROM nodes WHERE node_id = ?", (node_id,)))
+            statements.append(("DELETE FROM commands WHERE node_id = ?", (node_id,)))
         for command in changes.commands_put:
             statements.append(
                 (

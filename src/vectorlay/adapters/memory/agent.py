@@ -304,6 +304,11 @@ class MemoryRuntime:
         )
         self._notify()
 
+    def vanish(self, replica_id: str) -> None:
+        """The container is removed behind the agent's back (``nerdctl rm -f`` by hand)."""
+        self.containers.pop(replica_id, None)
+        self._notify()
+
     def _notify(self) -> None:
         self._version += 1
         if self._changed is not None:
@@ -329,6 +334,7 @@ class MemoryRuntime:
             ReplicaStatus.RUNNING,
             gpus=tuple(g.pci_address for g in spec.gpus),
             image=spec.image,
+            node_id=spec.node_id or None,
         )
         self.containers[spec.replica_id] = state
         self.specs[spec.replica_id] = spec

@@ -75,6 +75,11 @@ class MemoryFleetStore:
         for key in changes.commands_deleted:
             self._commands.pop(key, None)
         self._commands.update((c.key, c) for c in changes.commands_put)
+        for node_id in changes.nodes_deleted:
+            # The token digest goes with the record: the token is revoked.
+            self._nodes.pop(node_id, None)
+            self._tokens = {d: n for d, n in self._tokens.items() if n != node_id}
+            self._commands = {k: c for k, c in self._commands.items() if k[0] != node_id}
         self.saves.append(changes)
 
     async def aclose(self) -> None:

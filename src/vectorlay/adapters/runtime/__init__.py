@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from vectorlay.adapters.runtime.labels import (
         GPU_SEPARATOR,
         LABEL_GPUS,
+        LABEL_NODE_ID,
         LABEL_REPLICA_ID,
         parse_gpu_label,
     )
@@ -71,6 +72,7 @@ _HOMES: Final = {
     "load_dialect": "engines",
     "GPU_SEPARATOR": "labels",
     "LABEL_GPUS": "labels",
+    "LABEL_NODE_ID": "labels",
     "LABEL_REPLICA_ID": "labels",
     "ContainerEvent": "nerdctl",
     "Listed": "output",
@@ -114,6 +116,7 @@ __all__ = [
     "ENGINES",
     "GPU_SEPARATOR",
     "LABEL_GPUS",
+    "LABEL_NODE_ID",
     "LABEL_REPLICA_ID",
     "ContainerEvent",
     "Dialect",

@@ -3,7 +3,8 @@
 How a replica runs (docs/runtime.md has the reasoning)::
 
     nerdctl run -d --runtime io.containerd.kata.v2 --name replica-<id>
-        --label vectorlay.replica-id=<id> --label vectorlay.gpus=<pci>+<pci>
+        --label vectorlay.replica-id=<id> --label vectorlay.node-id=<node>
+        --label vectorlay.gpus=<pci>+<pci>
         --device /dev/vfio/<iommu group> ... --env-file <0600 file> <image>
 
 Docker and Podman take the same ``run``, ``stop``, ``rm`` and ``inspect``
@@ -17,7 +18,12 @@ import re
 from collections.abc import Sequence
 from typing import Final
 
-from vectorlay.adapters.runtime.labels import LABEL_GPUS, LABEL_REPLICA_ID, gpu_label
+from vectorlay.adapters.runtime.labels import (
+    LABEL_GPUS,
+    LABEL_NODE_ID,
+    LABEL_REPLICA_ID,
+    gpu_label,
+)
 from vectorlay.domain.agent.replicas import ContainerSpec, GpuSlot
 from vectorlay.domain.validation import (
     IOMMU_GROUP_RE,
@@ -46,6 +52,8 @@ def run_argv(
         "--label",
         f"{LABEL_REPLICA_ID}={spec.replica_id}",
     ]
+    if spec.node_id:
+        argv += ["--label", f"{LABEL_NODE_ID}={spec.node_id}"]
     if spec.gpus:
         argv += ["--label", f"{LABEL_GPUS}={gpu_label(spec.gpus)}"]
     # VFIO hands over whole groups: one device node per group, however many GPUs it holds.
@@ -106,6 +114,9 @@ def check_spec(spec: ContainerSpec) -> None:
         check_image(spec.image, "image")
     except ValidationError as exc:
         raise ContainerRuntimeError(str(exc)) from exc
+    if not spec.node_id.isprintable():
+        # inspect reads labels back as JSON, so only what argv cannot carry is refused.
+        raise ContainerRuntimeError("the node id holds unprintable characters")
     for gpu in spec.gpus:
         if not PCI_ADDRESS_RE.fullmatch(gpu.pci_address):
             raise ContainerRuntimeError(f"GPU {gpu.pci_address!r}: not a PCI address")

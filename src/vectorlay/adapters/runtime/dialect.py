@@ -13,6 +13,10 @@ from dataclasses import dataclass
 from vectorlay.adapters.runtime.output import PsEntry
 
 
+def _no_oom_events(_line: bytes) -> str | None:
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class Dialect:
     """One engine's ``ps``/``events`` formats and how to read them and its errors."""
@@ -31,6 +35,9 @@ class Dialect:
     error_message: Callable[[str], str | None]
     # stderr -> whether every container asked about does not exist.
     no_such_container: Callable[[str], bool]
+    # One events line -> the container it reports an out-of-memory kill of,
+    # for engines whose inspect does not say so.
+    oom_container: Callable[[bytes], str | None] = _no_oom_events
 
 
 __all__ = ["Dialect"]

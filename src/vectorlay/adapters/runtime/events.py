@@ -3,7 +3,9 @@
 :func:`event_changes` yields once when a stream is up (whatever happened
 before the subscription is caught by one listing) and then once per burst of
 relevant lines; a stream that ends is restarted with a growing delay.  What
-a line means is the caller's ``relevant`` predicate (the engine's format).
+a line means is the caller's ``relevant`` predicate (the engine's format); it
+sees every line, those of a burst included, so it may also note facts that
+only events tell (an OOM kill).
 """
 
 from __future__ import annotations
@@ -116,7 +118,10 @@ async def _event_stream(
             ended = False
             with anyio.move_on_after(debounce):
                 while not ended:
-                    ended = await reader.readline() is None
+                    more = await reader.readline()
+                    ended = more is None
+                    if more is not None:
+                        relevant(more)
             yield
             if ended:
                 break

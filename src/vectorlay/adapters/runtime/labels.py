@@ -18,6 +18,10 @@ log = logging.getLogger(__name__)
 
 LABEL_REPLICA_ID: Final = "vectorlay.replica-id"
 LABEL_GPUS: Final = "vectorlay.gpus"
+# The node whose agent made the container: an agent adopts, stops and counts
+# only its own (DESIGN.md section 5).  It is read back from `inspect` (JSON),
+# never from `ps`, so a comma in a node id would do no harm.
+LABEL_NODE_ID: Final = "vectorlay.node-id"
 # Comma-free on purpose: `nerdctl ps` joins all labels with commas.
 GPU_SEPARATOR: Final = "+"
 
@@ -40,4 +44,11 @@ def parse_gpu_label(value: str, container_id: str = "") -> tuple[str, ...]:
     return valid
 
 
-__all__ = ["GPU_SEPARATOR", "LABEL_GPUS", "LABEL_REPLICA_ID", "gpu_label", "parse_gpu_label"]
+__all__ = [
+    "GPU_SEPARATOR",
+    "LABEL_GPUS",
+    "LABEL_NODE_ID",
+    "LABEL_REPLICA_ID",
+    "gpu_label",
+    "parse_gpu_label",
+]

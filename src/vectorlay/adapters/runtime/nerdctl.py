@@ -128,6 +128,19 @@ def parse_event(line: bytes | str) -> ContainerEvent | None:
     return ContainerEvent(outer.topic, cid, payload.id)
 
 
+def oom_container(line: bytes) -> str | None:
+    """The container an events line reports an out-of-memory kill for, or ``None``.
+
+    nerdctl's ``inspect`` has no ``OOMKilled`` (2.2.1 prints ``false``
+    always): containerd's ``/tasks/oom`` event is the only word of it.  It
+    may come before or after the container's ``/tasks/exit``.
+    """
+    event = parse_event(line)
+    if event is None or event.topic != "/tasks/oom" or not event.container_id:
+        return None
+    return event.container_id
+
+
 def changed_container(line: bytes) -> str | None:
     """The container an events line says may look different now ("" if unnamed), or ``None``.
 
@@ -148,6 +161,7 @@ DIALECT: Final = Dialect(
     events_format="{{json .}}",
     parse_ps=parse_ps,
     changed_container=changed_container,
+    oom_container=oom_container,
     error_message=fatal_message,
     no_such_container=is_no_such_container,
 )
@@ -159,6 +173,7 @@ __all__ = [
     "WATCHED_TOPICS",
     "ContainerEvent",
     "changed_container",
+    "oom_container",
     "parse_event",
     "parse_ps",
     "ps_status_key",

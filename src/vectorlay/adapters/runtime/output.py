@@ -16,7 +16,12 @@ from typing import Final
 
 import msgspec
 
-from vectorlay.adapters.runtime.labels import LABEL_GPUS, LABEL_REPLICA_ID, parse_gpu_label
+from vectorlay.adapters.runtime.labels import (
+    LABEL_GPUS,
+    LABEL_NODE_ID,
+    LABEL_REPLICA_ID,
+    parse_gpu_label,
+)
 from vectorlay.domain.agent.replicas import ContainerState, container_name
 from vectorlay.domain.messages import ReplicaStatus
 from vectorlay.domain.validation import check_replica_id
@@ -46,6 +51,8 @@ class Listed:
 class _InspectState(msgspec.Struct):
     status: str = msgspec.field(default="", name="Status")
     exit_code: int = msgspec.field(default=0, name="ExitCode")
+    # Docker and Podman say so here; nerdctl never does (its event stream does).
+    oom_killed: bool = msgspec.field(default=False, name="OOMKilled")
 
 
 class _InspectConfig(msgspec.Struct):
@@ -105,7 +112,11 @@ def _container_state(item: _Inspected) -> ContainerState | None:
     # top-level Image is the image id.
     image = (item.config.image if item.config is not None else "") or item.image
     gpus = parse_gpu_label(labels.get(LABEL_GPUS, ""), item.id)
-    return ContainerState(replica_id, status, exit_code, gpus, image)
+    node_id = labels.get(LABEL_NODE_ID) or None
+    oom_killed = item.state is not None and item.state.oom_killed
+    return ContainerState(
+        replica_id, status, exit_code, gpus, image, node_id, oom_killed=oom_killed
+    )
 
 
 def replica_status(status: str, exit_code: int | None) -> tuple[ReplicaStatus, int | None]:

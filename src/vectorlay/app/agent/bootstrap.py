@@ -11,10 +11,11 @@ import anyio
 
 from vectorlay import __version__
 from vectorlay.app.agent.config import EXIT_CONFIG, AgentConfig
+from vectorlay.app.agent.registration import load_identity
 from vectorlay.app.agent.service import Agent
 from vectorlay.app.settings import AgentSettings
 from vectorlay.domain.agent.heartbeat import HeartbeatPolicy
-from vectorlay.errors import ConfigError, InsecureURL
+from vectorlay.errors import ConfigError, FatalError, InsecureURL
 
 log = logging.getLogger("vectorlay.agent")
 
@@ -53,13 +54,7 @@ def build_agent(settings: AgentSettings) -> Agent:
     _ensure_private_dir(settings.state_dir)
     policy = HeartbeatPolicy(interval=settings.heartbeat_interval)
     return Agent(
-        AgentConfig(
-            control_plane_url=settings.control_plane_url,
-            org_token=settings.org_token,
-            heartbeat_interval=settings.heartbeat_interval,
-            reconnect_delay=settings.reconnect_delay,
-            stop_timeout=settings.stop_timeout,
-        ),
+        agent_config(settings),
         transport=WebSocketTransport(
             user_agent=f"vectorlay-agent/{__version__}",
             ca_file=settings.ca_file,
@@ -83,6 +78,31 @@ def build_agent(settings: AgentSettings) -> Agent:
     )
 
 
+def agent_config(settings: AgentSettings) -> AgentConfig:
+    return AgentConfig(
+        control_plane_url=settings.control_plane_url,
+        org_token=settings.org_token,
+        heartbeat_interval=settings.heartbeat_interval,
+        reconnect_delay=settings.reconnect_delay,
+        stop_timeout=settings.stop_timeout,
+    )
+
+
+async def _identity_problem(settings: AgentSettings) -> FatalError | None:
+    """Why the agent could never start (no node.json and nothing to register with), if so.
+
+    Asked before any adapter is built, so that such a configuration error
+    leaves nothing behind in the state directory (no ``env/``).
+    """
+    from vectorlay.adapters.filesystem import FileConfigStore
+
+    try:
+        await load_identity(FileConfigStore(settings.state_dir), agent_config(settings))
+    except FatalError as exc:
+        return exc
+    return None
+
+
 def _ensure_private_dir(path: Path) -> None:
     """Create the state dir 0700 before any adapter creates something inside it."""
     try:
@@ -94,6 +114,10 @@ def _ensure_private_dir(path: Path) -> None:
 
 
 async def _main(settings: AgentSettings) -> int:
+    problem = await _identity_problem(settings)
+    if problem is not None:
+        log.error("%s", problem)
+        return problem.exit_code
     try:
         agent = build_agent(settings)
     except (InsecureURL, ConfigError) as exc:

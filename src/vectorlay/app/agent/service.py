@@ -35,8 +35,9 @@ from vectorlay.app.agent.config import EXIT_OK, AgentConfig
 from vectorlay.app.agent.heartbeats import Heartbeats
 from vectorlay.app.agent.registration import load_identity
 from vectorlay.app.agent.sessions import SessionLoop
-from vectorlay.app.agent.sync import ConflictLog, HostState, RuntimeSync
+from vectorlay.app.agent.sync import ConflictLog, ForeignLog, HostState, RuntimeSync
 from vectorlay.domain.agent.heartbeat import HeartbeatPolicy, ReconnectPolicy, backoff
+from vectorlay.domain.agent.identity import NodeConfig
 from vectorlay.domain.agent.replicas import ReplicaTable
 from vectorlay.errors import FatalError
 from vectorlay.ports import Clock, ConfigStore, HardwareProbe, Runtime, Transport
@@ -83,9 +84,12 @@ class Agent:
         except FatalError as exc:
             log.error("%s", exc)
             return exc.exit_code
+        if isinstance(identity, NodeConfig):
+            # Only containers labelled with this id (or none) are this agent's.
+            self.table.node_id = identity.node_id
         async with anyio.create_task_group() as tasks:
             host = await HostState.probed(self.probe, self.table, self.clock)
-            conflicts = ConflictLog(self.table)
+            conflicts = ConflictLog(self.table, ForeignLog(self.table, host.recheck_gpus))
             heartbeats = Heartbeats(
                 tasks,
                 probe=self.probe,

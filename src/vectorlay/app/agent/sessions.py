@@ -261,6 +261,8 @@ class SessionLoop:
             timeout=self._config.registration_timeout,
         )
         self.identity = node
+        # Containers are labelled with the node id from now on.
+        self._table.node_id = node.node_id
         session.step(Event.REGISTERED)
         return node
 

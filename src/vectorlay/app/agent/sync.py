@@ -19,14 +19,18 @@ import anyio
 from msgspec.structs import replace
 
 from vectorlay.domain.agent.gpustate import changed as gpus_changed
-from vectorlay.domain.agent.gpustate import with_quarantine
+from vectorlay.domain.agent.gpustate import with_foreign, with_quarantine
+from vectorlay.domain.agent.ownership import foreign_summary
 from vectorlay.domain.agent.quarantine import Quarantine
-from vectorlay.domain.agent.replicas import ReplicaTable, assignable_slots
+from vectorlay.domain.agent.replicas import Replica, ReplicaTable, assignable_slots
 from vectorlay.domain.messages import Gpu, HostReport
 from vectorlay.errors import ContainerRuntimeError
 from vectorlay.ports import Clock, HardwareProbe, Runtime
 
 log = logging.getLogger("vectorlay.agent")
+
+# Lists in a row within one refresh, at most, while commands keep changing replicas.
+RELIST_LIMIT = 3
 
 
 class HostState:
@@ -73,8 +77,10 @@ class HostState:
         return gpus_changed(before, self.report.hardware.gpus)
 
     def _apply_gpus(self) -> None:
-        """The probed GPUs with quarantine on top, into the report and the ledger."""
+        """The probed GPUs with quarantine and foreign containers on top, into the
+        report and the ledger."""
         gpus = with_quarantine(self._probed_gpus, self.quarantine, self._clock.monotonic())
+        gpus = with_foreign(gpus, self._table.foreign_gpus())
         if gpus != self.report.hardware.gpus:
             hardware = replace(self.report.hardware, gpus=gpus)
             self.report = replace(self.report, hardware=hardware)
@@ -91,6 +97,11 @@ class HostState:
             self.quarantine.started(groups)
             self.gpus_due.set()
 
+    def recheck_gpus(self) -> None:
+        """Something outside the probe (a foreign container came or went) may
+        have changed the GPUs' state: the GPU watch looks at once."""
+        self.gpus_due.set()
+
     def older_than(self, seconds: float) -> bool:
         return self._clock.monotonic() - self._taken_at > seconds
 
@@ -102,14 +113,51 @@ class HostState:
             log.warning("host is degraded: %s", "; ".join(missing))
 
 
-class ConflictLog:
-    """Says once when a container claims GPUs another replica holds."""
+class ForeignLog:
+    """Says once which containers of another node identity share this host.
 
-    def __init__(self, table: ReplicaTable) -> None:
+    Their GPUs stay out of the ledger while they exist (DESIGN.md section 5).
+    """
+
+    def __init__(self, table: ReplicaTable, changed: Callable[[], None] | None = None) -> None:
         self._table = table
+        # Called when the set changes: the GPUs they hold change assignability.
+        self._changed = changed
+        self._logged: set[str] = set()
+
+    def check(self) -> None:
+        foreign = self._table.foreign
+        new = {rid: f for rid, f in foreign.items() if rid not in self._logged}
+        if new:
+            log.warning(
+                "leaving alone %d container(s) of another node identity on this host "
+                "(never adopted or stopped here; their GPUs are not assignable): %s",
+                len(new),
+                foreign_summary(new),
+            )
+        gone = self._logged - foreign.keys()
+        if gone:
+            log.info(
+                "container(s) of another node identity gone; their GPUs are free again: %s",
+                ", ".join(f"replica-{rid}" for rid in sorted(gone)),
+            )
+        if (new or gone) and self._changed is not None:
+            self._changed()
+        self._logged = set(foreign)
+
+
+class ConflictLog:
+    """Says once when a container claims GPUs another replica holds, and
+    (``foreign``) which containers of another node identity share the host."""
+
+    def __init__(self, table: ReplicaTable, foreign: ForeignLog | None = None) -> None:
+        self._table = table
+        self._foreign = foreign
         self._logged: dict[str, tuple[str, ...]] = {}
 
     def check(self) -> None:
+        if self._foreign is not None:
+            self._foreign.check()
         conflicts = dict(self._table.conflicts)
         if conflicts and conflicts != self._logged:
             log.error(
@@ -156,21 +204,38 @@ class RuntimeSync:
         One refresh at a time; replicas that a command touched while the list
         was being taken keep what the command decided (the list is older).
         """
+        changed = False
         async with self._refreshing:
-            versions = self._table.versions()
-            busy = set(self._busy())
-            try:
-                states = await self._runtime.list()
-            except ContainerRuntimeError as exc:
-                log.warning("cannot list containers: %s", exc)
-                return
-            self.listed = True
-            changed = self._table.observe(
-                states, busy=busy | set(self._busy()), unchanged_since=versions
-            )
+            for _ in range(RELIST_LIMIT):
+                versions = self._table.versions()
+                busy = set(self._busy())
+                try:
+                    states = await self._runtime.list()
+                except ContainerRuntimeError as exc:
+                    log.warning("cannot list containers: %s", exc)
+                    return
+                self.listed = True
+                before = {r.replica_id: r for r in self._table.replicas()}
+                changed |= self._table.observe(
+                    states, busy=busy | set(self._busy()), unchanged_since=versions
+                )
+                if not adopting:
+                    _log_ended(before, self._table.replicas())
+                # A command changed a replica while the list was taken, so the
+                # list said nothing of it: list again, or a change to its
+                # container in that window (its events already spent) would
+                # wait for the slow resync.
+                if self._table.versions() == versions or not self._changed_since(versions):
+                    break
         if changed and not adopting:
             self._changed()
         self._conflicts.check()
+
+    def _changed_since(self, versions: dict[str, int]) -> bool:
+        """Whether a replica not busy now was changed by a command since ``versions``."""
+        busy = set(self._busy())
+        now = self._table.versions()
+        return any(versions.get(rid) != v for rid, v in now.items() if rid not in busy)
 
     async def watch(self) -> None:
         """Follow container changes, plus a slow periodic re-list; runs until cancelled."""
@@ -191,3 +256,18 @@ class RuntimeSync:
             except ContainerRuntimeError as exc:
                 log.warning("watching containers failed: %s; retrying", exc)
             await self._clock.sleep(self._retry_delay)
+
+
+def _log_ended(before: dict[str, Replica], after: list[Replica]) -> None:
+    """Log every replica a runtime list found ended or gone, with why (never a secret)."""
+    for replica in after:
+        old = before.get(replica.replica_id)
+        if old is None or (old.status, old.error) == (replica.status, replica.error):
+            continue
+        if replica.error:
+            log.warning(
+                "replica %s is %s: %s", replica.replica_id, replica.status.value, replica.error
+            )
+        else:
+            code = "" if replica.exit_code is None else f" (exit code {replica.exit_code})"
+            log.info("replica %s is %s%s", replica.replica_id, replica.status.value, code)

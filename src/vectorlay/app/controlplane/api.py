@@ -12,15 +12,15 @@ its admin tokens and its commit.
 
 from __future__ import annotations
 
-import html
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final, Protocol
 
 import msgspec
 
+from vectorlay.adapters.controlplane import statuspage
 from vectorlay.adapters.controlplane.http import (
     Request,
     Response,
@@ -31,8 +31,7 @@ from vectorlay.adapters.controlplane.http import (
 )
 from vectorlay.domain.fleet.fleet import Fleet
 from vectorlay.domain.fleet.records import HOLDS_GPUS, NodeRecord, ReplicaRecord, Send
-from vectorlay.domain.hostreport import is_assignable_gpu
-from vectorlay.domain.messages import DeployPayload, Gpu
+from vectorlay.domain.messages import DeployPayload
 from vectorlay.domain.messages import rfc3339 as wire_time
 from vectorlay.domain.validation import (
     check_env_vars,
@@ -42,6 +41,7 @@ from vectorlay.domain.validation import (
 )
 from vectorlay.errors import (
     NoCapacity,
+    NodeBusy,
     ReplicaExists,
     UnknownNode,
     UnknownReplica,
@@ -50,7 +50,7 @@ from vectorlay.errors import (
 
 log = logging.getLogger("vectorlay.controlplane")
 
-PAGE_REFRESH_SECONDS: Final = 5
+PAGE_REFRESH_SECONDS: Final = statuspage.PAGE_REFRESH_SECONDS
 DEPLOY_FIELDS: Final = frozenset({"image", "gpu_count", "env_vars", "replica_id"})
 _AUTH_CHALLENGE: Final = (("www-authenticate", 'Bearer realm="vectorlay"'),)
 
@@ -68,6 +68,19 @@ class AdminHost(Protocol):
 
     async def commit(self, sends: Sequence[Send]) -> None:
         """Persist what the fleet changed, then deliver ``sends``."""
+        ...
+
+    def revoke_sessions(self, node_id: str) -> int:
+        """Close the node's open sessions with 4401; returns how many."""
+        ...
+
+    @property
+    def changed_at(self) -> Mapping[str, datetime]:
+        """Replica id -> when this process last saw it change (for the status page)."""
+        ...
+
+    def now(self) -> datetime:
+        """The wall clock (UTC)."""
         ...
 
 
@@ -110,10 +123,11 @@ def replica_view(replica: ReplicaRecord) -> dict[str, Any]:
         "image": replica.image,
         "gpu_count": replica.gpu_count,
         "status": replica.status.value,
+        # The PCI addresses the replica holds, as its node names them.
         "gpus": list(replica.gpus),
+        "exit_code": replica.exit_code,
+        "error": replica.error,
     }
-    if replica.error is not None:
-        view["error"] = replica.error
     return view
 
 
@@ -177,7 +191,7 @@ def _route(method: str, parts: list[str]) -> tuple[Route | None, list[str]]:
     if parts == ["nodes"]:
         table = {"GET": _list_nodes}
     elif len(parts) == 2 and parts[0] == "nodes":
-        table = {"GET": _get_node}
+        table = {"GET": _get_node, "DELETE": _remove_node}
     elif len(parts) == 3 and parts[0] == "nodes" and parts[2] in _NODE_ACTIONS:
         table = {"POST": _node_action}
     elif parts == ["replicas"]:
@@ -221,6 +235,24 @@ async def _node_action(cp: AdminHost, request: Request, parts: list[str]) -> Res
     await cp.commit(sends)
     log.info("operator %s", action, extra={"node_id": node_id, "status": node.status.value})
     return json_response(200, node_view(cp, node))
+
+
+async def _remove_node(cp: AdminHost, request: Request, parts: list[str]) -> Response:
+    node_id = parts[1]
+    try:
+        cp.fleet.remove_node(node_id)
+    except UnknownNode:
+        return error_response(404, f"node {node_id[:80]!r} not found")
+    except NodeBusy as exc:
+        return error_response(409, str(exc))
+    # Persist first: the token is revoked once its digest is gone from the store.
+    await cp.commit([])
+    closed = cp.revoke_sessions(node_id)
+    log.info(
+        "operator removed node; its token is revoked",
+        extra={"node_id": node_id, "sessions_closed": closed},
+    )
+    return Response(204, b"", "application/json")
 
 
 # --- replicas ----------------------------------------------------------------------------------
@@ -279,7 +311,10 @@ async def _deploy(cp: AdminHost, request: Request, parts: list[str]) -> Response
         return error_response(409, str(exc), field="replica_id")
     except NoCapacity as exc:
         # Only a want of GPUs is the field's fault; no node at all is not.
-        return error_response(409, str(exc), field="gpu_count" if payload.gpu_count else None)
+        field = "gpu_count" if str(exc).startswith("gpu_count") else None
+        return json_response(
+            409, {"error": str(exc), "reason": exc.reason, **({"field": field} if field else {})}
+        )
     await cp.commit(sends)
     log.info(
         "replica deployed",
@@ -317,84 +352,6 @@ async def _stop(cp: AdminHost, request: Request, parts: list[str]) -> Response:
 # --- status page -------------------------------------------------------------------------------
 
 
-_STYLE: Final = """
-body{font-family:system-ui,sans-serif;margin:2rem;color:#222}
-table{border-collapse:collapse;margin-bottom:2rem}
-th,td{border:1px solid #ccc;padding:.3rem .6rem;text-align:left;vertical-align:top}
-th{background:#f3f3f3}
-.online{color:#070}.offline{color:#a00}.degraded,.draining,.maintenance{color:#a60}
-.ok{color:#070}.warning{color:#a60}.failed{color:#a00}
-small{color:#666}
-"""
-
-
-def _e(value: object) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def gpu_holders(replicas: Iterable[ReplicaRecord]) -> dict[str, str]:
-    """PCI address -> the replica holding it, from what the node reported."""
-    return {addr: r.replica_id for r in replicas if r.status in HOLDS_GPUS for addr in r.gpus}
-
-
-def _gpu_line(gpu: Gpu, holder: str | None) -> str:
-    """One GPU on the status page: address, model, group, health, holder, problems."""
-    assignable = is_assignable_gpu(gpu)
-    health = gpu.health if assignable or gpu.health != "ok" else "not assignable"
-    line = (
-        f"{_e(gpu.pci_address)} {_e(gpu.model)} <small>group {_e(gpu.iommu_group or '-')}, "
-        f"{_e(gpu.driver or 'no driver')}</small> "
-        f'<span class="{_e(gpu.health)}">{_e(health)}</span>'
-    )
-    if holder is not None:
-        line += f" <small>held by {_e(holder)}</small>"
-    if gpu.problems:
-        line += "<br><small>" + "<br>".join(_e(p) for p in gpu.problems) + "</small>"
-    return line
-
-
-def _gpu_counts(free: int, gpus: Sequence[Gpu]) -> str:
-    """``free / assignable / total``."""
-    return f"{free} / {sum(1 for g in gpus if is_assignable_gpu(g))} / {len(gpus)}"
-
-
 def status_page(cp: AdminHost) -> Response:
-    fleet = cp.fleet
-    rows = []
-    for node in fleet.nodes():
-        holders = gpu_holders(fleet.replicas_on(node.node_id))
-        gpus = "<br>".join(_gpu_line(g, holders.get(g.pci_address)) for g in node.gpus)
-        counts = _gpu_counts(fleet.gpus_free(node.node_id), node.gpus)
-        replicas = ", ".join(_e(r) for r in live_replica_ids(cp, node.node_id))
-        rows.append(
-            "<tr>"
-            f"<td>{_e(node.node_id)}</td><td>{_e(node.hostname)}</td>"
-            f'<td class="{_e(node.status.value)}">{_e(node.status.value)}</td>'
-            f"<td>{gpus or '-'}</td><td>{counts}</td>"
-            f"<td>{_e(rfc3339(node.last_seen) or '-')}</td><td>{replicas or '-'}</td>"
-            "</tr>"
-        )
-    replica_rows = [
-        "<tr>"
-        f"<td>{_e(r.replica_id)}</td><td>{_e(r.node_id or '-')}</td><td>{_e(r.image)}</td>"
-        f"<td>{r.gpu_count}</td><td>{_e(r.status.value)}</td><td>{_e(r.error or '')}</td>"
-        "</tr>"
-        for r in fleet.replicas()
-    ]
-    body = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta http-equiv="refresh" content="{PAGE_REFRESH_SECONDS}">
-<title>vectorlay control plane</title><style>{_STYLE}</style></head>
-<body><h1>vectorlay control plane</h1>
-<p><small>Reference control plane; this page refreshes every {PAGE_REFRESH_SECONDS} s.</small></p>
-<h2>Nodes ({len(rows)})</h2>
-<table><tr><th>node</th><th>hostname</th><th>status</th><th>GPUs</th>
-<th>free / assignable / total</th>
-<th>last seen</th><th>replicas</th></tr>
-{"".join(rows) or '<tr><td colspan="7">no nodes yet</td></tr>'}</table>
-<h2>Replicas ({len(replica_rows)})</h2>
-<table><tr><th>replica</th><th>node</th><th>image</th><th>GPUs</th><th>status</th><th>error</th></tr>
-{"".join(replica_rows) or '<tr><td colspan="6">no replicas yet</td></tr>'}</table>
-</body></html>
-"""
+    body = statuspage.render(cp.fleet, cp.changed_at, cp.now())
     return Response(200, body.encode("utf-8"), "text/html; charset=utf-8")

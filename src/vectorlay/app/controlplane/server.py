@@ -14,8 +14,9 @@ only one that knows the whole :class:`ControlPlane`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Final
 
 import anyio
@@ -32,6 +33,7 @@ from vectorlay.adapters.controlplane.http import (
 )
 from vectorlay.app.controlplane import api as cp_api
 from vectorlay.app.controlplane.session import AgentSession, Phase
+from vectorlay.app.controlplane.transitions import Transitions
 from vectorlay.domain.closecodes import CLOSE_GOING_AWAY, CLOSE_UNAUTHORIZED
 from vectorlay.domain.fleet.fleet import Fleet
 from vectorlay.domain.fleet.records import Send
@@ -73,6 +75,7 @@ class ControlPlane:
         self.sessions: dict[str, AgentSession] = {}
         self.live_sessions: set[AgentSession] = set()
         self._commit_lock = anyio.Lock()
+        self.transitions = Transitions()
         self._wake = anyio.Event()
         self._accepting = anyio.CancelScope()
         self._rescheduling = anyio.CancelScope()
@@ -81,6 +84,7 @@ class ControlPlane:
         """Rebuild the fleet from the store: every node offline, given a fresh deadline."""
         snapshot = await self.store.load()
         self.fleet = Fleet(self.policy, snapshot, now=self.clock.monotonic())
+        self.transitions.seed(snapshot.replicas)
         await self.commit([])
         log.info(
             "fleet loaded",
@@ -155,6 +159,21 @@ class ControlPlane:
     def owns_node(self, node_id: str, session: AgentSession) -> bool:
         return self.sessions.get(node_id) is session
 
+    @property
+    def changed_at(self) -> Mapping[str, datetime]:
+        return self.transitions.changed_at
+
+    def now(self) -> datetime:
+        return self.clock.now()
+
+    def revoke_sessions(self, node_id: str) -> int:
+        """Close every open session of a removed node with 4401 (its token is revoked)."""
+        doomed = [s for s in self.live_sessions if s.node_id == node_id]
+        for session in doomed:
+            session.end(CLOSE_UNAUTHORIZED)
+        self.sessions.pop(node_id, None)
+        return len(doomed)
+
     # --- persistence and delivery ----------------------------------------------------
 
     async def commit(self, sends: Sequence[Send]) -> None:
@@ -163,6 +182,7 @@ class ControlPlane:
             changes = self.fleet.take_changes()
             if not changes.empty:
                 await self.store.save(changes)
+            self.transitions.observe(changes.replicas, self.clock.now())
         for item in sends:
             session = self.sessions.get(item.node_id)
             # A session that has not sent system_info gets its commands from

@@ -59,7 +59,7 @@ from vectorlay.domain.messages import (
     error_message,
     message_type,
 )
-from vectorlay.errors import MessageTooBig, WebSocketClosed, WrongNode
+from vectorlay.errors import MessageTooBig, UnknownNode, WebSocketClosed, WrongNode
 from vectorlay.ports import Clock, FleetStore
 
 log = logging.getLogger("vectorlay.controlplane")
@@ -372,15 +372,19 @@ class AgentSession:
             sends = cp.fleet.session_started(
                 self.node_id, info, now=cp.clock.monotonic(), wall=cp.clock.now()
             )
-        except WrongNode:
+        except (WrongNode, UnknownNode) as exc:
             log.warning(
-                "system_info names another node than the credential's; closing (4401)",
+                "system_info names another node than the credential's; closing (4401)"
+                if isinstance(exc, WrongNode)
+                else "node was removed; its token is revoked; closing (4401)",
                 extra={"node_id": self.node_id, "peer": self.peer},
             )
             self.send(
                 error_message(
                     ErrorCode.UNAUTHORIZED,
-                    "system_info.payload.node_id: does not match the node of this credential",
+                    "system_info.payload.node_id: does not match the node of this credential"
+                    if isinstance(exc, WrongNode)
+                    else "this node was removed by an operator; its token is revoked",
                 )
             )
             self.end(CLOSE_UNAUTHORIZED)

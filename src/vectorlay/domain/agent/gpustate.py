@@ -64,6 +64,19 @@ def with_quarantine(gpus: Sequence[Gpu], quarantine: Quarantine, now: float) -> 
     return out
 
 
+def with_foreign(gpus: Sequence[Gpu], held: Mapping[str, str]) -> list[Gpu]:
+    """``gpus`` with those a container of another node identity holds made unassignable.
+
+    ``held`` maps a PCI address to the problem line naming that container.
+    """
+    return [
+        _with(gpu, False, Health(gpu.health), [*gpu.problems, held[gpu.pci_address]])
+        if gpu.pci_address in held
+        else gpu
+        for gpu in gpus
+    ]
+
+
 def _spoiled_by_failed_mates(gpus: list[Gpu]) -> list[Gpu]:
     failed: dict[str, list[str]] = {}
     for gpu in gpus:

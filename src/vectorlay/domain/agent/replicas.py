@@ -19,6 +19,9 @@ from typing import Any, Final
 
 import msgspec
 
+from vectorlay.domain.agent.exits import REMOVED_OUTSIDE, exit_reason
+from vectorlay.domain.agent.ownership import ForeignContainer, foreign_gpus, is_own
+
 # The GPU ledger's slots and their rule are shared with the control plane.
 from vectorlay.domain.gpugroups import choose_groups, free_groups, groups_of
 from vectorlay.domain.gpugroups import refusal as group_refusal
@@ -47,6 +50,8 @@ class ContainerSpec(msgspec.Struct, frozen=True):
     image: str
     gpus: tuple[GpuSlot, ...] = ()
     env: dict[str, str] = {}
+    # The node the container is labelled with ("" before the agent knows its id).
+    node_id: str = ""
 
     @property
     def name(self) -> str:
@@ -70,6 +75,10 @@ class ContainerState(msgspec.Struct, frozen=True):
     exit_code: int | None = None
     gpus: tuple[str, ...] = ()
     image: str = ""
+    # Its vectorlay.node-id label; None for a container made before the label.
+    node_id: str | None = None
+    # The runtime reported an out-of-memory kill for it.
+    oom_killed: bool = False
 
 
 def exit_error(state: ContainerState) -> str:
@@ -85,6 +94,19 @@ class Replica(msgspec.Struct, frozen=True):
     gpus: tuple[str, ...] = ()
     image: str = ""
     error: str | None = None
+    exit_code: int | None = None
+
+
+def _ended(replica_id: str, state: ContainerState, gpus: tuple[str, ...], image: str) -> Replica:
+    """A replica as its container's listed state shows it, with the reason it ended."""
+    if state.status in LIVE:
+        return Replica(replica_id, state.status, gpus, image)
+    error = (
+        exit_reason(state.exit_code, oom_killed=state.oom_killed)
+        if state.status is ReplicaStatus.FAILED
+        else None
+    )
+    return Replica(replica_id, state.status, gpus, image, error, state.exit_code)
 
 
 # --- decisions -------------------------------------------------------------
@@ -121,10 +143,15 @@ class ReplicaTable:
     group); it can be replaced after a fresh probe with :meth:`set_slots`.
     """
 
-    def __init__(self, slots: Iterable[GpuSlot] = ()) -> None:
+    def __init__(self, slots: Iterable[GpuSlot] = (), *, node_id: str | None = None) -> None:
         self._slots: dict[str, GpuSlot] = {s.pci_address: s for s in sorted(slots)}
         self._groups = groups_of(self._slots.values())
         self._replicas: dict[str, Replica] = {}
+        # This agent's node id (None until it registers): containers labelled
+        # with another are foreign.
+        self.node_id = node_id
+        # Replica id -> a container of another node identity on this host.
+        self.foreign: dict[str, ForeignContainer] = {}
         # Replica id -> GPUs its container claims but another replica holds.
         self.conflicts: dict[str, tuple[str, ...]] = {}
         # Replica id -> a number that grows whenever a command's outcome
@@ -142,7 +169,13 @@ class ReplicaTable:
 
     def reports(self) -> list[ReplicaReport]:
         return [
-            ReplicaReport(r.replica_id, r.status, list(r.gpus) if r.status in LIVE else [])
+            ReplicaReport(
+                r.replica_id,
+                r.status,
+                list(r.gpus) if r.status in LIVE else [],
+                exit_code=r.exit_code,
+                error=r.error,
+            )
             for r in self.replicas()
         ]
 
@@ -156,13 +189,21 @@ class ReplicaTable:
         return out
 
     def free_slots(self) -> list[GpuSlot]:
-        """Assignable GPUs in groups no live replica holds any part of."""
-        free = free_groups(self._groups, self.held())
+        """Assignable GPUs in groups no live replica nor foreign container holds any part of."""
+        free = self.free_groups()
         return [s for s in sorted(self._slots.values()) if s.iommu_group in free]
 
     def free_groups(self) -> dict[str, tuple[str, ...]]:
-        """``{group: its GPUs}`` for the groups a deploy may take."""
-        return free_groups(self._groups, self.held())
+        """``{group: its GPUs}`` for the groups a deploy may take.
+
+        GPUs a foreign container holds are not assignable while it exists,
+        and VFIO hands over its whole group, so that group is taken too.
+        """
+        return free_groups(self._groups, self.held().keys() | self.foreign_gpus().keys())
+
+    def foreign_gpus(self) -> dict[str, str]:
+        """PCI address -> why it is not assignable: another agent identity's container holds it."""
+        return foreign_gpus(self.foreign.values())
 
     def _group_of(self, address: str) -> str | None:
         slot = self._slots.get(address)
@@ -214,7 +255,9 @@ class ReplicaTable:
             rid, ReplicaStatus.PENDING, tuple(g.pci_address for g in gpus), payload.image
         )
         self._touch(rid)
-        spec = ContainerSpec(replica_id=rid, image=payload.image, gpus=gpus, env=env)
+        spec = ContainerSpec(
+            replica_id=rid, image=payload.image, gpus=gpus, env=env, node_id=self.node_id or ""
+        )
         return StartContainer(spec, replace=existing is not None)
 
     def started(self, state: ContainerState) -> ReportResult:
@@ -225,8 +268,9 @@ class ReplicaTable:
         if state.status in LIVE:
             gpus = self._claim(state.replica_id, gpus)
         error = exit_error(state) if state.status is ReplicaStatus.FAILED else None
+        exit_code = None if state.status in LIVE else state.exit_code
         self._replicas[state.replica_id] = Replica(
-            state.replica_id, state.status, gpus, image, error
+            state.replica_id, state.status, gpus, image, error, exit_code
         )
         self._touch(state.replica_id)
         return ReportResult(
@@ -254,7 +298,15 @@ class ReplicaTable:
 
     def adopted(self, state: ContainerState) -> ReportResult:
         """A deploy found its replica's container already there (an earlier
-        agent's call): the container's own GPUs replace this deploy's reservation."""
+        agent's call): the container's own GPUs replace this deploy's reservation.
+
+        A container of another node identity is not this replica's: the deploy fails.
+        """
+        if not is_own(state.node_id, self.node_id):
+            return self.start_failed(
+                state.replica_id,
+                f"container {container_name(state.replica_id)} belongs to node {state.node_id}",
+            )
         self._replicas.pop(state.replica_id, None)
         gpus = self._claim(state.replica_id, state.gpus) if state.status in LIVE else ()
         self._replicas[state.replica_id] = Replica(
@@ -278,7 +330,10 @@ class ReplicaTable:
             check_replica_id(replica_id, "stop.payload.replica_id")
         except ValidationError as exc:
             return ReportResult(replica_id, ReplicaStatus.FAILED, str(exc))
-        # Always ask the runtime: it may hold a container the table lost track of.
+        if replica_id not in self._replicas:
+            # Never held here (the table forgets a replica only at its stop):
+            # any container of that name is another agent identity's.
+            return ReportResult(replica_id, ReplicaStatus.STOPPED)
         return StopContainer(replica_id)
 
     def stopped(self, replica_id: str) -> ReportResult:
@@ -298,19 +353,34 @@ class ReplicaTable:
     ) -> bool:
         """Bring the table in line with what the runtime lists.
 
-        Unknown containers are adopted with the GPUs their labels name;
-        known replicas take the observed status; replicas whose container
-        vanished are forgotten unless they never had one (failed starts) or
-        an operation on them is in flight (``busy``).  With
-        ``unchanged_since`` (from :meth:`versions`, taken before the list was
-        requested), replicas a command changed since are left alone: the
-        list predates that change.  Returns whether any replica's status
-        changed, which warrants an immediate heartbeat.
+        Unknown containers of this node (or unlabelled) are adopted with the
+        GPUs their labels name; containers of another node identity are
+        recorded in :attr:`foreign` and left alone; known replicas take the
+        observed status, and an ended one the reason it ended.  A running
+        replica whose container vanished without a ``stop`` turns ``failed``
+        ("container removed outside the agent") and frees its GPUs; the table
+        keeps every replica until its ``stop``.  Replicas an operation is in
+        flight for (``busy``) are left alone.  With ``unchanged_since`` (from
+        :meth:`versions`, taken before the list was requested), replicas a
+        command changed since are left alone too: the list predates that
+        change.  Returns whether any replica's status or reason changed,
+        which warrants an immediate heartbeat.
         """
         busy_ids = set(busy)
         if unchanged_since is not None:
             busy_ids |= {rid for rid, v in self._versions.items() if unchanged_since.get(rid) != v}
-        seen = {s.replica_id: s for s in sorted(states, key=lambda s: s.replica_id)}
+        seen: dict[str, ContainerState] = {}
+        foreign: dict[str, ForeignContainer] = {}
+        for state in sorted(states, key=lambda s: s.replica_id):
+            if is_own(state.node_id, self.node_id):
+                seen[state.replica_id] = state
+            else:
+                # Its GPUs stay out of the ledger while the container exists,
+                # running or not: only its own agent may remove it.
+                foreign[state.replica_id] = ForeignContainer(
+                    state.replica_id, state.node_id or "", state.gpus
+                )
+        self.foreign = foreign
         changed = False
         for rid, state in seen.items():
             if rid in busy_ids:
@@ -320,27 +390,34 @@ class ReplicaTable:
             image = old.image if old is not None and old.image else state.image
             if state.status in LIVE:
                 gpus = self._claim(rid, gpus)
-            new = Replica(rid, state.status, gpus, image)
-            if old is None or old.status != new.status:
+            new = _ended(rid, state, gpus, image)
+            if old is None or (old.status, old.error) != (new.status, new.error):
                 changed = True
             if old != new:
                 self._replicas[rid] = new
         for rid, old in list(self._replicas.items()):
-            if rid in seen or rid in busy_ids or old.status is ReplicaStatus.PENDING:
-                continue
-            if old.status is ReplicaStatus.FAILED and not old.gpus and old.error is not None:
-                continue  # never had a container: keep reporting the failure
-            del self._replicas[rid]
+            if rid in seen or rid in busy_ids or old.status is not ReplicaStatus.RUNNING:
+                continue  # pending: its deploy decides; ended: keeps why it ended
+            self._replicas[rid] = Replica(
+                rid, ReplicaStatus.FAILED, (), old.image, REMOVED_OUTSIDE, old.exit_code
+            )
             changed = True
         return changed
 
     @classmethod
-    def adopt(cls, slots: Iterable[GpuSlot], states: Sequence[ContainerState]) -> ReplicaTable:
+    def adopt(
+        cls,
+        slots: Iterable[GpuSlot],
+        states: Sequence[ContainerState],
+        *,
+        node_id: str | None = None,
+    ) -> ReplicaTable:
         """Rebuild the table after an agent restart from the runtime's list.
 
         Containers are reported, never restarted; running ones keep their GPUs.
+        Only this node's containers (and unlabelled ones) are adopted.
         """
-        table = cls(slots)
+        table = cls(slots, node_id=node_id)
         table.observe(states)
         return table
 

@@ -14,7 +14,7 @@ from datetime import datetime
 
 import msgspec
 
-from vectorlay.domain.fleet import placement
+from vectorlay.domain.fleet import placement, refusals
 from vectorlay.domain.fleet.commands import CommandLedger, message_for
 from vectorlay.domain.fleet.inventory import Inventory
 from vectorlay.domain.fleet.node import Event, Status, step
@@ -34,7 +34,9 @@ from vectorlay.domain.fleet.records import (
     agent_error,
     held_gpus,
     phase_of,
+    reported,
 )
+from vectorlay.domain.fleet.removal import removal_problem
 from vectorlay.domain.hostreport import is_ready
 from vectorlay.domain.liveness import LivenessPolicy
 from vectorlay.domain.messages import (
@@ -45,7 +47,7 @@ from vectorlay.domain.messages import (
     ResultPayload,
     SystemInfoPayload,
 )
-from vectorlay.errors import ReplicaExists, UnknownNode, UnknownReplica, WrongNode
+from vectorlay.errors import NodeBusy, ReplicaExists, UnknownNode, UnknownReplica, WrongNode
 
 
 class Fleet:
@@ -189,10 +191,14 @@ class Fleet:
         if node_id not in self._connected:
             return []
         sends = self._observe(node_id, containers)
+        # The list is complete (PROTOCOL.md section 5), as at a reconnect.
+        self._fail_unreported(node_id, containers)
         self._settle(node_id)
         return sends + self._place_waiting()
 
     def deploy_result(self, node_id: str, result: ResultPayload) -> list[Send]:
+        if node_id not in self._connected:
+            return []  # a removed node's last words
         self._ledger.clear(node_id, result.replica_id, CommandKind.DEPLOY)
         replica = self._records.replica(result.replica_id)
         if replica is None:
@@ -205,6 +211,8 @@ class Fleet:
         return self._place_waiting()
 
     def stop_result(self, node_id: str, result: ResultPayload) -> list[Send]:
+        if node_id not in self._connected:
+            return []  # a removed node's last words
         if result.status is ReplicaStatus.FAILED:
             return self._stop_failed(node_id, result)
         self._ledger.clear(node_id, result.replica_id, CommandKind.STOP)
@@ -266,8 +274,7 @@ class Fleet:
             raise ReplicaExists(f"replica_id: replica {payload.replica_id} already exists")
         target = self.pick_node(payload.gpu_count)
         if target is None:
-            split = placement.only_split_groups(self._records, self._connected, payload.gpu_count)
-            raise placement.no_capacity(payload.gpu_count, split=split)
+            raise refusals.refusal(self._records, self._connected, payload.gpu_count)
         replica = ReplicaRecord(
             replica_id=payload.replica_id,
             image=payload.image,
@@ -294,6 +301,24 @@ class Fleet:
         self._records.set_replica(replica)
         return replica, self._command(node_id, replica_id, CommandKind.STOP)
 
+    def remove_node(self, node_id: str) -> NodeRecord:
+        """Forget a node (offline or in maintenance, nothing live on it) and its commands.
+
+        Raises :class:`UnknownNode`, or :class:`NodeBusy` saying why not.
+        The caller closes a connected session with 4401; the store drops the
+        node's token with its record.
+        """
+        node = self._require_node(node_id)
+        problem = removal_problem(node, self._records.replicas_on(node_id))
+        if problem is not None:
+            raise NodeBusy(problem)
+        for command in self._ledger.pending(node_id):
+            self._ledger.clear(node_id, command.replica_id, command.kind)
+        self._records.remove_node(node_id)
+        self._connected.discard(node_id)
+        self._last_frame.pop(node_id, None)
+        return node
+
     def drain(self, node_id: str) -> tuple[NodeRecord, list[Send]]:
         return self._operator(node_id, Event.DRAIN)
 
@@ -306,9 +331,11 @@ class Fleet:
     # --- persistence -----------------------------------------------------------------
 
     def take_changes(self) -> FleetChanges:
-        nodes, replicas = self._records.take_changes()
+        nodes, replicas, removed = self._records.take_changes()
         put, deleted = self._ledger.take_changes()
-        return FleetChanges(nodes, replicas, commands_put=put, commands_deleted=deleted)
+        return FleetChanges(
+            nodes, replicas, commands_put=put, commands_deleted=deleted, nodes_deleted=removed
+        )
 
     # --- internals -------------------------------------------------------------------
 
@@ -338,7 +365,7 @@ class Fleet:
         status, error = phase_of(result.status), agent_error(replica, result)
         gpus = held_gpus(replica, status, result.gpus)
         self._records.set_replica(
-            msgspec.structs.replace(replica, status=status, error=error, gpus=gpus)
+            msgspec.structs.replace(replica, status=status, error=error, gpus=gpus, exit_code=None)
         )
 
     def _observe(self, node_id: str, reports: Sequence[ReplicaReport]) -> list[Send]:
@@ -356,10 +383,9 @@ class Fleet:
             status = phase_of(report.status)
             if replica.status is ReplicaPhase.STOPPING and status is not ReplicaPhase.STOPPED:
                 continue  # the stop's answer decides
-            gpus = held_gpus(replica, status, report.gpus)
-            if status is not replica.status or gpus != replica.gpus:
-                replica = msgspec.structs.replace(replica, status=status, gpus=gpus)
-                self._records.set_replica(replica)
+            updated = reported(replica, report)
+            if updated != replica:
+                self._records.set_replica(updated)
         return sends
 
     def _stop_failed(self, node_id: str, result: ResultPayload) -> list[Send]:

@@ -26,6 +26,7 @@ class Inventory:
         self._waiting: set[str] = set()
         self._dirty_nodes: set[str] = set()
         self._dirty_replicas: set[str] = set()
+        self._removed_nodes: set[str] = set()
 
     # --- nodes -------------------------------------------------------------------
 
@@ -42,6 +43,13 @@ class Inventory:
         self._nodes[record.node_id] = record
         if persist:
             self._dirty_nodes.add(record.node_id)
+
+    def remove_node(self, node_id: str) -> None:
+        """Forget a node; its (ended) replica records stay, naming it, as history."""
+        self._nodes.pop(node_id, None)
+        self._by_node.pop(node_id, None)
+        self._dirty_nodes.discard(node_id)
+        self._removed_nodes.add(node_id)
 
     # --- replicas ----------------------------------------------------------------
 
@@ -91,10 +99,13 @@ class Inventory:
 
     # --- changes -----------------------------------------------------------------
 
-    def take_changes(self) -> tuple[list[NodeRecord], list[ReplicaRecord]]:
-        """The records changed since the last call, current values, in id order."""
+    def take_changes(self) -> tuple[list[NodeRecord], list[ReplicaRecord], list[str]]:
+        """The records changed since the last call, current values, in id order,
+        and the ids of nodes removed."""
         nodes = [self._nodes[n] for n in sorted(self._dirty_nodes)]
         replicas = [self._replicas[r] for r in sorted(self._dirty_replicas)]
+        removed = sorted(self._removed_nodes)
         self._dirty_nodes.clear()
         self._dirty_replicas.clear()
-        return nodes, replicas
+        self._removed_nodes.clear()
+        return nodes, replicas, removed

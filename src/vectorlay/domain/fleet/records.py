@@ -19,6 +19,7 @@ from vectorlay.domain.messages import (
     Deploy,
     Gpu,
     Hardware,
+    ReplicaReport,
     ReplicaStatus,
     ResultPayload,
     Stop,
@@ -82,6 +83,8 @@ class ReplicaRecord(msgspec.Struct, frozen=True):
     status: ReplicaPhase = ReplicaPhase.PENDING
     error: str | None = None
     gpus: list[str] = []  # the PCI addresses the node reported it holds
+    # The container's exit code as the node reported it (an ended replica).
+    exit_code: int | None = None
 
     def __repr__(self) -> str:
         # Env values are secrets; a repr may end up in a log or a traceback.
@@ -120,10 +123,18 @@ class FleetChanges(msgspec.Struct, frozen=True):
     replicas: list[ReplicaRecord] = []
     commands_put: list[PendingCommand] = []
     commands_deleted: list[tuple[str, str]] = []
+    # Nodes an operator removed: their records and token digests go.
+    nodes_deleted: list[str] = []
 
     @property
     def empty(self) -> bool:
-        return not (self.nodes or self.replicas or self.commands_put or self.commands_deleted)
+        return not (
+            self.nodes
+            or self.replicas
+            or self.commands_put
+            or self.commands_deleted
+            or self.nodes_deleted
+        )
 
 
 class Send(msgspec.Struct, frozen=True):
@@ -158,6 +169,28 @@ def held_gpus(
     if status not in HOLDS_GPUS:
         return []
     return list(reported) if reported else replica.gpus
+
+
+def reported(replica: ReplicaRecord, report: ReplicaReport) -> ReplicaRecord:
+    """The replica as a node's report shows it: status, and for an ended one its exit
+    code and error (redacted of the replica's env values).
+
+    A report without them (an older agent) keeps what a result said of the same status.
+    """
+    status = phase_of(report.status)
+    same = status is replica.status
+    error = redact_text(report.error, replica.env_vars.values()) if report.error else None
+    if error is None and same:
+        error = replica.error
+    exit_code = report.exit_code
+    if exit_code is None and same:
+        exit_code = replica.exit_code
+    if status in HOLDS_GPUS:
+        error, exit_code = None, None
+    gpus = held_gpus(replica, status, report.gpus)
+    return msgspec.structs.replace(
+        replica, status=status, error=error, exit_code=exit_code, gpus=gpus
+    )
 
 
 def phase_of(status: ReplicaStatus) -> ReplicaPhase:
