@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.support import AgentNode, ControlPlaneProcess, Process, Reaper, online, wait_for
-from vectorlay.adapters.runtime import LABEL_NODE_ID
+from vectorlay.adapters.runtime import LABEL_GPUS, LABEL_NODE_ID
 
 pytestmark = pytest.mark.integration
 
@@ -65,13 +65,23 @@ def test_a_second_identity_leaves_the_first_ones_containers_alone(
     wait_for(lambda: "another node identity" in second_agent.log, what="the foreign log line")
     assert second_agent.log.count("leaving alone 2 container(s)") == 1
     assert "adopted 2 existing" not in second_agent.log
-    # Its GPUs are not given out by the second agent: a deploy needing all of
-    # them is placed there (the control plane sees them free) and refused.
-    big = cp.deploy(image="busybox", gpu_count=total)
-    assert big["node_id"] == second_id
-    wait_for(lambda: cp.replica(big["replica_id"])["status"] == "failed", what="refused")
-    assert "not enough free GPUs" in cp.replica(big["replica_id"])["error"]
-    assert first.runs(big["replica_id"]) == []
+    # Its GPUs are not given out by the second agent: it reports them not
+    # assignable, naming the container that holds them, so the control plane
+    # never places there.
+    held = {g for rid in rids for g in first.containers_of(rid)[0]["labels"][LABEL_GPUS].split("+")}
+
+    def foreign_marked() -> bool:
+        gpus = {g["pci_address"]: g for g in cp.node(second_id)["gpus"]}
+        return all(
+            not gpus[a]["assignable"] and any("replica-" in p for p in gpus[a]["problems"])
+            for a in held
+        )
+
+    wait_for(foreign_marked, what="the foreign-held GPUs reported unassignable")
+    assert cp.node(second_id)["gpus_free"] == total - len(held)
+    refused = cp.request("POST", "/v1/replicas", {"image": "busybox", "gpu_count": total})
+    assert refused.status_code == 409, refused.text
+    assert len([c for c in first.nerdctl.calls() if c.op == "run"]) == len(rids)
     # No container of the first node was touched, and the API still shows them right.
     time.sleep(1.2)  # a couple of heartbeats of both agents
     for rid in rids:
