@@ -70,7 +70,7 @@ class Gpu(msgspec.Struct, frozen=True, gc=False):
     model: str
     driver: str | None = None
     iommu_group: str | None = None
-    # PROTOCOL.md 2.1.  ``None``: a peer that does not send the key (an older
+    # docs/protocol.md, "GPU passthrough".  ``None``: a peer that does not send the key (an older
     # agent); readers then fall back to "vfio-pci with an IOMMU group".
     assignable: bool | None = None
     health: str = "ok"  # "ok" | "warning" | "failed"

@@ -1,6 +1,6 @@
 """The read-only status page (``GET /``): what an operator glances at.
 
-DESIGN.md section 6: every node with its status, hold, failing dependencies
+docs/controlplane.md: every node with its status, hold, failing dependencies
 and GPUs (``free / assignable / total``, each GPU with its IOMMU group, health
 and the replica holding it); the replicas with their status (coloured), node,
 GPUs, error or exit code and when they last changed; stopped replicas older
@@ -56,7 +56,7 @@ def _ts(stamp: datetime | None) -> str:
 
 
 def _gpu_health(gpu: Gpu) -> str:
-    """The GPU's health as the node reports it (docs/protocol.md 2.1)."""
+    """The GPU's health as the node reports it (docs/protocol.md, "GPU passthrough")."""
     return f", health {gpu.health}" if gpu.health else ""
 
 

@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 LABEL_REPLICA_ID: Final = "vectorlay.replica-id"
 LABEL_GPUS: Final = "vectorlay.gpus"
 # The node whose agent made the container: an agent adopts, stops and counts
-# only its own (DESIGN.md section 5).  It is read back from `inspect` (JSON),
+# only its own (docs/runtime.md).  It is read back from `inspect` (JSON),
 # never from `ps`, so a comma in a node id would do no harm.
 LABEL_NODE_ID: Final = "vectorlay.node-id"
 # Comma-free on purpose: `nerdctl ps` joins all labels with commas.

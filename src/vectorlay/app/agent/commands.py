@@ -233,7 +233,7 @@ class CommandRunner:
             log.warning("deploy %s failed: %s", spec.replica_id, exc)
             if not isinstance(exc, ImageNotFound | SnapshotterUnavailable | UnsupportedEnvValue):
                 # Not the image (pull, unpack) nor the tenant's values: count it
-                # against the GPUs' groups (PROTOCOL.md 2.1, quarantine).
+                # against the GPUs' groups (docs/protocol.md, "GPU passthrough", quarantine).
                 self._host.start_failed(groups, str(exc))
             return self._table.start_failed(spec.replica_id, str(exc))
         except Exception as exc:

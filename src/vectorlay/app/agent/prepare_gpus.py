@@ -1,7 +1,7 @@
 """``vectorlay-agent prepare-gpus [--apply] [--persist] [--json] [--gpu ADDR ...]``.
 
 Makes a node's GPUs passthrough-ready: each GPU and every member of its
-IOMMU group on ``vfio-pci`` (DESIGN.md §5, "Binding GPUs").  Without
+IOMMU group on ``vfio-pci`` (docs/runtime.md, "Binding GPUs").  Without
 ``--apply`` it prints the plan and changes nothing; ``--apply`` checks the
 preconditions (IOMMU groups present, vfio-pci loaded) and runs the binds
 (:mod:`.gpubind`); ``--persist`` installs the boot-time unit

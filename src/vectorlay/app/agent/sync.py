@@ -116,7 +116,7 @@ class HostState:
 class ForeignLog:
     """Says once which containers of another node identity share this host.
 
-    Their GPUs stay out of the ledger while they exist (DESIGN.md section 5).
+    Their GPUs stay out of the ledger while they exist (docs/runtime.md).
     """
 
     def __init__(self, table: ReplicaTable, changed: Callable[[], None] | None = None) -> None:

@@ -1,7 +1,7 @@
 """Why a replica ended, in words an operator can act on.
 
 Every ended replica carries the exit code the runtime reported and, when it
-failed, a reason (PROTOCOL.md section 2): ``"container exited with code 137
+failed, a reason (docs/protocol.md, "Messages"): ``"container exited with code 137
 (killed by SIGKILL)"``, ``"... (killed: out of memory)"`` when the runtime
 reported an OOM kill, ``"container removed outside the agent"`` when the
 container vanished without a ``stop``.  The texts are built from numbers and

@@ -1,4 +1,4 @@
-"""Each GPU's ``assignable``, ``health`` and ``problems`` (PROTOCOL.md 2.1), from what was read.
+"""Each GPU's ``assignable``, ``health`` and ``problems`` (docs/protocol.md, "GPU passthrough"), from what was read.
 
 Puts together the three verdicts: the passthrough rule
 (:mod:`~vectorlay.domain.agent.passthrough`: driver, group viability,

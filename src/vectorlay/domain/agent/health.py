@@ -1,4 +1,4 @@
-"""GPU health as the host sees it (PROTOCOL.md 2.1), judged from sysfs readings.
+"""GPU health as the host sees it (docs/protocol.md, "GPU passthrough"), judged from sysfs readings.
 
 nvidia-smi cannot see a GPU bound to ``vfio-pci``, so the agent judges a
 passthrough GPU from what the kernel shows about the PCI function, without

@@ -1,7 +1,7 @@
 """Whose container is it: this agent's, or another agent identity's on the same host.
 
 Containers carry the ``vectorlay.node-id`` label of the node that made them
-(DESIGN.md section 5).  An agent adopts only its own containers, and those
+(docs/runtime.md).  An agent adopts only its own containers, and those
 made before the label existed (none); a container of another node identity
 (a wiped state directory, a second agent on the host) is never adopted and
 never stopped by this agent, and the GPUs it holds are not handed out while

@@ -1,4 +1,4 @@
-"""Quarantine of IOMMU groups whose replicas keep failing to start (PROTOCOL.md 2.1).
+"""Quarantine of IOMMU groups whose replicas keep failing to start (docs/protocol.md, "GPU passthrough").
 
 3 consecutive starts that fail on a group for a reason other than the image
 put its GPUs in ``failed`` ("quarantined after 3 failed starts: <last

@@ -191,7 +191,7 @@ class Fleet:
         if node_id not in self._connected:
             return []
         sends = self._observe(node_id, containers)
-        # The list is complete (PROTOCOL.md section 5), as at a reconnect.
+        # The list is complete (docs/protocol.md, "Node statuses"), as at a reconnect.
         self._fail_unreported(node_id, containers)
         self._settle(node_id)
         return sends + self._place_waiting()

@@ -1,6 +1,6 @@
 """Why no node can take a replica: the 409 that says which reason holds.
 
-DESIGN.md section 6 names the reasons, and an operator acts differently on
+docs/controlplane.md names the reasons, and an operator acts differently on
 each: wait or add nodes (``no_node_online``), resume a node
 (``nodes_held``), wait for replicas to end (``no_free_gpus``), ask for a
 count the free IOMMU groups make up (``gpu_groups``), or ask for fewer GPUs
