@@ -25,8 +25,8 @@ class GpuSlot(msgspec.Struct, frozen=True, order=True):
 
 
 def is_assignable_gpu(gpu: Gpu) -> bool:
-    """The report's ``assignable`` (docs/protocol.md, "GPU passthrough"); for a report without the key
-    (an older agent), bound to vfio-pci with an IOMMU group."""
+    """The report's ``assignable`` (docs/protocol.md, "GPU passthrough"); for a report
+    without the key (an older agent), bound to vfio-pci with an IOMMU group."""
     if not gpu.iommu_group:
         return False
     if gpu.assignable is not None:

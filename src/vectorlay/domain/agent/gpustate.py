@@ -1,4 +1,6 @@
-"""Each GPU's ``assignable``, ``health`` and ``problems`` (docs/protocol.md, "GPU passthrough"), from what was read.
+"""Each GPU's ``assignable``, ``health`` and ``problems``, from what was read.
+
+The rules are docs/protocol.md's "GPU passthrough" section.
 
 Puts together the three verdicts: the passthrough rule
 (:mod:`~vectorlay.domain.agent.passthrough`: driver, group viability,

@@ -1,4 +1,6 @@
-"""Quarantine of IOMMU groups whose replicas keep failing to start (docs/protocol.md, "GPU passthrough").
+"""Quarantine of IOMMU groups whose replicas keep failing to start.
+
+The rule is in docs/protocol.md's "GPU passthrough" section.
 
 3 consecutive starts that fail on a group for a reason other than the image
 put its GPUs in ``failed`` ("quarantined after 3 failed starts: <last

@@ -25,7 +25,7 @@ NODES_DEGRADED: Final = "nodes_degraded"
 TOO_MANY_GPUS: Final = "too_many_gpus"
 NO_FREE_GPUS: Final = "no_free_gpus"
 # Free GPUs exist but not in whole IOMMU groups of the right size (GPUs are
-# assigned by whole groups, docs/protocol.md section 2.1).
+# assigned by whole groups, docs/protocol.md, "GPU passthrough").
 GPU_GROUPS: Final = "gpu_groups"
 
 
