@@ -12,6 +12,7 @@ from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
+from vectorlay.domain.agent.disk import DiskCheck
 from vectorlay.domain.agent.identity import NodeConfig
 from vectorlay.domain.agent.replicas import ContainerSpec, ContainerState
 from vectorlay.domain.messages import HostMetrics, HostReport
@@ -85,6 +86,12 @@ class HardwareProbe(Protocol):
         ...
 
 
+class DiskProbe(Protocol):
+    async def disk(self) -> DiskCheck:
+        """Free space of the image store's filesystem and the ``disk`` dependency; never raises."""
+        ...
+
+
 class ConfigStore(Protocol):
     async def load(self) -> NodeConfig | None:
         """The saved node config, ``None`` when there is none.
@@ -114,6 +121,7 @@ __all__ = [
     "Clock",
     "ConfigStore",
     "Connection",
+    "DiskProbe",
     "HardwareProbe",
     "Runtime",
     "Transport",

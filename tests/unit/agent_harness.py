@@ -13,6 +13,7 @@ from tests.support import NODE_TOKEN
 from vectorlay.adapters.memory import (
     ManualClock,
     MemoryConfigStore,
+    MemoryDisk,
     MemoryPeer,
     MemoryRuntime,
     MemoryTransport,
@@ -84,6 +85,7 @@ async def running_agent(
     runtime: MemoryRuntime | None = None,
     probe: StaticProbe | None = None,
     transport: MemoryTransport | None = None,
+    disk: MemoryDisk | None = None,
     **config: float,
 ) -> AsyncIterator[Harness]:
     """An agent running in the background; asked to stop when the block ends."""
@@ -106,6 +108,7 @@ async def running_agent(
         store=store,
         clock=clock,
         rand=lambda: rand,
+        disk=disk,
     )
     h = Harness(agent, transport, runtime, probe, store, clock)
 

@@ -96,6 +96,7 @@ AGENT: Final = (
     "adapters.runtime",
     "adapters.probe",
     "app.agent",
+    "adapters.textfiles",
 )
 CONTROL_PLANE: Final = ("domain.fleet", "adapters.controlplane", "app.controlplane")
 SHARED: Final = (

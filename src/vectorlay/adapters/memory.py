@@ -29,6 +29,7 @@ import anyio
 import msgspec
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from vectorlay.domain.agent.disk import DiskCheck, DiskReading, disk_dependency
 from vectorlay.domain.agent.identity import NodeConfig
 from vectorlay.domain.agent.replicas import ContainerSpec, ContainerState
 from vectorlay.domain.fleet.records import (
@@ -531,3 +532,27 @@ if TYPE_CHECKING:
     _probe: ports.HardwareProbe = StaticProbe()
     _store: ports.ConfigStore = MemoryConfigStore()
     _fleet_store: ports.FleetStore = MemoryFleetStore()
+
+
+# --- image store's disk ------------------------------------------------------
+
+
+@dataclass
+class MemoryDisk:
+    """An image store whose size and free space a test sets; counts readings."""
+
+    path: str = "/var/lib/containerd"
+    total_bytes: int = 1000 * (1 << 30)
+    free_bytes: int = 500 * (1 << 30)
+    min_free_gb: int = 20
+    reads: int = 0
+
+    async def disk(self) -> DiskCheck:
+        self.reads += 1
+        await anyio.lowlevel.checkpoint()
+        reading = DiskReading(self.path, self.path, self.total_bytes, self.free_bytes)
+        return DiskCheck(reading, disk_dependency(reading, self.min_free_gb))
+
+
+if TYPE_CHECKING:
+    _disk: ports.DiskProbe = MemoryDisk()

@@ -33,7 +33,9 @@ from vectorlay.app.settings import (
     CheckSettings,
     ControlPlaneSettings,
     LogSettings,
+    StatusSettings,
 )
+from vectorlay.domain.agent.disk import DEFAULT_MIN_FREE_GB
 from vectorlay.domain.agent.heartbeat import DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_RECONNECT_DELAY
 from vectorlay.domain.liveness import DEFAULT_OFFLINE_AFTER
 
@@ -115,6 +117,7 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--nerdctl", metavar="PATH", help=_env("VECTORLAY_NERDCTL", _NERDCTL_DEFAULT)
     )
+    _disk_args(check)
     _common(check)
 
     run = sub.add_parser("run", help="run the agent daemon")
@@ -159,7 +162,20 @@ def _parser() -> argparse.ArgumentParser:
         metavar="S",
         help=_env("VECTORLAY_STOP_TIMEOUT", DEFAULT_STOP_TIMEOUT) + " (grace before SIGKILL)",
     )
+    _disk_args(run)
+    run.add_argument(
+        "--metrics-textfile",
+        metavar="PATH",
+        help="VECTORLAY_METRICS_TEXTFILE; default none (Prometheus text for node_exporter)",
+    )
     _common(run)
+
+    status = sub.add_parser("status", help="what the running agent on this node is doing")
+    status.add_argument("--json", action="store_true", help="print one JSON object")
+    status.add_argument(
+        "--state-dir", metavar="DIR", help=_env("VECTORLAY_STATE_DIR", DEFAULT_STATE_DIR)
+    )
+    _common(status)
 
     cp = sub.add_parser("control-plane", help="run the reference control plane")
     cp.add_argument(
@@ -186,6 +202,44 @@ def _parser() -> argparse.ArgumentParser:
     )
     _common(cp)
     return parser
+
+
+def _disk_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--image-store",
+        metavar="DIR",
+        help="VECTORLAY_IMAGE_STORE; default the engine's (/var/lib/containerd for nerdctl)",
+    )
+    p.add_argument(
+        "--min-free-gb",
+        metavar="N",
+        help=_env("VECTORLAY_MIN_FREE_GB", DEFAULT_MIN_FREE_GB) + " (disk is not ok below it)",
+    )
+
+
+def _disk_settings(args: argparse.Namespace, env: Mapping[str, str]) -> dict[str, Any]:
+    return {
+        "image_store": _value(args.image_store, env, "VECTORLAY_IMAGE_STORE", None, _path),
+        "min_free_gb": _value(
+            args.min_free_gb, env, "VECTORLAY_MIN_FREE_GB", DEFAULT_MIN_FREE_GB, _nonneg_int
+        ),
+    }
+
+
+def _nonneg_int(raw: str, where: str) -> int:
+    value = raw.strip()
+    if not (value.isascii() and value.isdigit()):
+        raise UsageError(f"{where}: expected a whole number >= 0, got {raw[:40]!r}")
+    return int(value)
+
+
+def status_settings(args: argparse.Namespace, env: Mapping[str, str]) -> StatusSettings:
+    return StatusSettings(
+        json=bool(args.json),
+        state_dir=_value(args.state_dir, env, "VECTORLAY_STATE_DIR", DEFAULT_STATE_DIR, _path),
+        log=_log_settings(args, env),
+        backend=_backend(args, env),
+    )
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -331,6 +385,7 @@ def check_settings(args: argparse.Namespace, env: Mapping[str, str]) -> CheckSet
         nerdctl=_value(args.nerdctl, env, "VECTORLAY_NERDCTL", _AGENT_DEFAULTS.nerdctl, _text),
         backend=_backend(args, env),
         log=_log_settings(args, env),
+        **_disk_settings(args, env),
     )
 
 
@@ -406,6 +461,10 @@ def agent_settings(
         ),
         backend=_backend(args, env),
         log=_log_settings(args, env),
+        **_disk_settings(args, env),
+        metrics_textfile=_value(
+            args.metrics_textfile, env, "VECTORLAY_METRICS_TEXTFILE", None, _path
+        ),
     )
 
 
@@ -482,9 +541,11 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         return EXIT_USAGE
     notes: Notes = []
     try:
-        settings: CheckSettings | AgentSettings | ControlPlaneSettings
+        settings: CheckSettings | AgentSettings | ControlPlaneSettings | StatusSettings
         if args.command == "check":
             settings = check_settings(args, environ)
+        elif args.command == "status":
+            settings = status_settings(args, environ)
         elif args.command == "run":
             settings = agent_settings(args, environ, notes)
         else:
@@ -507,8 +568,14 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         return 130
 
 
-def _dispatch(settings: CheckSettings | AgentSettings | ControlPlaneSettings) -> int:
+def _dispatch(
+    settings: CheckSettings | AgentSettings | ControlPlaneSettings | StatusSettings,
+) -> int:
     # Each command imports only what it needs: `check` never loads httpx.
+    if isinstance(settings, StatusSettings):
+        from vectorlay.app.agent.status import main as status_main
+
+        return status_main(settings)
     if isinstance(settings, CheckSettings):
         from vectorlay.app.agent.check import main as check_main
 

@@ -153,6 +153,9 @@ class FakeHost:
             HOST_PROC=str(self.proc),
             HOST_SYS=str(self.sys),
             VECTORLAY_DATA_PATH=str(self.data),
+            # The test machine's free space is not the fake host's: no minimum.
+            VECTORLAY_IMAGE_STORE=str(self.root / "containerd"),
+            VECTORLAY_MIN_FREE_GB="0",
         )
         return env
 

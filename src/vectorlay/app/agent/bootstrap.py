@@ -12,6 +12,7 @@ import anyio
 from vectorlay import __version__
 from vectorlay.app.agent.config import EXIT_CONFIG, AgentConfig
 from vectorlay.app.agent.service import Agent
+from vectorlay.app.agent.statusboard import STATUS_FILE_NAME
 from vectorlay.app.settings import AgentSettings
 from vectorlay.domain.agent.heartbeat import HeartbeatPolicy
 from vectorlay.errors import ConfigError, InsecureURL
@@ -52,6 +53,12 @@ def build_agent(settings: AgentSettings) -> Agent:
         check_url(settings.control_plane_url, insecure=settings.insecure)
     _ensure_private_dir(settings.state_dir)
     policy = HeartbeatPolicy(interval=settings.heartbeat_interval)
+    probe = HostProbe(
+        data_path=settings.data_path,
+        nerdctl=settings.nerdctl,
+        image_store=settings.image_store,
+        min_free_gb=settings.min_free_gb,
+    )
     return Agent(
         AgentConfig(
             control_plane_url=settings.control_plane_url,
@@ -59,6 +66,8 @@ def build_agent(settings: AgentSettings) -> Agent:
             heartbeat_interval=settings.heartbeat_interval,
             reconnect_delay=settings.reconnect_delay,
             stop_timeout=settings.stop_timeout,
+            status_file=settings.state_dir / STATUS_FILE_NAME,
+            metrics_textfile=settings.metrics_textfile,
         ),
         transport=WebSocketTransport(
             user_agent=f"vectorlay-agent/{__version__}",
@@ -72,9 +81,10 @@ def build_agent(settings: AgentSettings) -> Agent:
             oci_runtime=settings.oci_runtime,
             env_dir=settings.state_dir / "env",
         ),
-        probe=HostProbe(data_path=settings.data_path, nerdctl=settings.nerdctl),
+        probe=probe,
         store=FileConfigStore(settings.state_dir),
         clock=SystemClock(),
+        disk=probe,
     )
 
 

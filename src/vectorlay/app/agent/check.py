@@ -27,7 +27,12 @@ PROG: Final = "vectorlay-agent"
 
 
 def main(settings: CheckSettings) -> int:
-    probe = HostProbe(data_path=settings.data_path, nerdctl=settings.nerdctl)
+    probe = HostProbe(
+        data_path=settings.data_path,
+        nerdctl=settings.nerdctl,
+        image_store=settings.image_store,
+        min_free_gb=settings.min_free_gb,
+    )
     report = anyio.run(probe.report, backend=settings.backend)
     if settings.json:
         sys.stdout.write(msgspec.json.encode(report).decode() + "\n")

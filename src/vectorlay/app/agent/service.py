@@ -32,14 +32,17 @@ import anyio
 
 from vectorlay.app.agent.commands import CommandRunner, Outbox
 from vectorlay.app.agent.config import EXIT_OK, AgentConfig
+from vectorlay.app.agent.diskwatch import DiskWatch
 from vectorlay.app.agent.heartbeats import Heartbeats
 from vectorlay.app.agent.registration import load_identity
 from vectorlay.app.agent.sessions import SessionLoop
+from vectorlay.app.agent.statusboard import StatusBoard
 from vectorlay.app.agent.sync import ConflictLog, HostState, RuntimeSync
 from vectorlay.domain.agent.heartbeat import HeartbeatPolicy, ReconnectPolicy, backoff
+from vectorlay.domain.agent.identity import NodeConfig
 from vectorlay.domain.agent.replicas import ReplicaTable
 from vectorlay.errors import FatalError
-from vectorlay.ports import Clock, ConfigStore, HardwareProbe, Runtime, Transport
+from vectorlay.ports import Clock, ConfigStore, DiskProbe, HardwareProbe, Runtime, Transport
 
 log = logging.getLogger("vectorlay.agent")
 
@@ -57,6 +60,7 @@ class Agent:
         store: ConfigStore,
         clock: Clock,
         rand: Callable[[], float] | None = None,
+        disk: DiskProbe | None = None,
     ) -> None:
         self.config = config
         self.transport = transport
@@ -64,6 +68,7 @@ class Agent:
         self.probe = probe
         self.store = store
         self.clock = clock
+        self.disk = disk  # the image store's free space, re-read every heartbeat interval
         # Read whenever a backoff sequence starts afresh, so it may be swapped while running.
         self.rand = rand or random.Random().random
         self.heartbeat_policy = HeartbeatPolicy(interval=config.heartbeat_interval)
@@ -75,6 +80,7 @@ class Agent:
         self.outbox = Outbox(config.outbox_size)
         self.sessions = 0  # sessions that connected, for the life of the process
         self._stop_requested = anyio.Event()
+        self.board: StatusBoard | None = None  # set while running
 
     async def run(self) -> int:
         """Run until :meth:`request_stop` (returns 0) or a fatal error (non-zero)."""
@@ -85,6 +91,18 @@ class Agent:
             return exc.exit_code
         async with anyio.create_task_group() as tasks:
             host = await HostState.probed(self.probe, self.table, self.clock)
+            board = self.board = StatusBoard(
+                clock=self.clock,
+                interval=self.config.heartbeat_interval,
+                table=self.table,
+                outbox=self.outbox,
+                control_plane_url=None,
+                node_id=identity.node_id if isinstance(identity, NodeConfig) else None,
+                status_path=self.config.status_file,
+                metrics_path=self.config.metrics_textfile,
+            )
+            board.host = host
+            host.listeners.append(board.touch)
             conflicts = ConflictLog(self.table)
             heartbeats = Heartbeats(
                 tasks,
@@ -95,6 +113,12 @@ class Agent:
                 policy=self.heartbeat_policy,
                 metrics_wait=self.config.metrics_wait,
             )
+            board.heartbeats = heartbeats
+
+            def changed() -> None:
+                heartbeats.soon()
+                board.touch()
+
             runner = CommandRunner(
                 tasks,
                 runtime=self.runtime,
@@ -103,9 +127,10 @@ class Agent:
                 conflicts=conflicts,
                 outbox=self.outbox,
                 stopping=self._stop_requested,
-                done=heartbeats.soon,
+                done=changed,
                 max_concurrent=self.config.max_concurrent_commands,
                 stop_timeout=self.config.stop_timeout,
+                deployed=board.deployed,
             )
             sync = RuntimeSync(
                 runtime=self.runtime,
@@ -113,7 +138,7 @@ class Agent:
                 clock=self.clock,
                 conflicts=conflicts,
                 busy=runner.busy,
-                changed=heartbeats.soon,
+                changed=changed,
                 resync_interval=self.config.resync_interval,
                 retry_delay=self.config.reconnect_delay or 1.0,
             )
@@ -139,7 +164,23 @@ class Agent:
                 stopping=self._stop_requested,
                 backoff=self._backoff,
                 opened=self._count_session,
+                board=board,
             )
+            board.set_url(sessions.url)
+            if self.disk is not None:
+                watch = DiskWatch(
+                    self.disk,
+                    host=host,
+                    clock=self.clock,
+                    interval=self.config.heartbeat_interval,
+                    ready_changed=sessions.send_system_info,
+                )
+                watch.readers.append(board.disk_read)
+                # The first system_info already carries the disk.
+                await watch.read_safely()
+                tasks.start_soon(watch.follow)
+            if self.config.status_file is not None or self.config.metrics_textfile is not None:
+                tasks.start_soon(board.run)
             tasks.start_soon(sync.watch)
             tasks.start_soon(sessions.abandon_dial_on_stop)
             try:

@@ -14,9 +14,12 @@ from collections.abc import Callable, Collection
 from contextlib import aclosing
 
 import anyio
+import msgspec
 
+from vectorlay.domain.agent.disk import with_disk
 from vectorlay.domain.agent.replicas import ReplicaTable, assignable_slots
-from vectorlay.domain.messages import HostReport
+from vectorlay.domain.hostreport import is_ready
+from vectorlay.domain.messages import Dependency, HostReport
 from vectorlay.errors import ContainerRuntimeError
 from vectorlay.ports import Clock, HardwareProbe, Runtime
 
@@ -34,6 +37,8 @@ class HostState:
         self._clock = clock
         self.report = report
         self._taken_at = clock.monotonic()
+        # Called whenever the report changes (status file, metrics).
+        self.listeners: list[Callable[[], None]] = []
         self._take(report)
 
     @classmethod
@@ -49,11 +54,33 @@ class HostState:
         self._take(report)
         return report
 
+    def set_disk(self, disk: Dependency) -> bool:
+        """A fresh ``disk`` dependency in the report; True when readiness changed."""
+        old = self.report
+        dependencies = with_disk(old.dependencies, disk)
+        if dependencies == old.dependencies:
+            return False
+        ready = is_ready(dependencies)
+        self.report = msgspec.structs.replace(old, dependencies=dependencies, ready=ready)
+        for listener in self.listeners:
+            listener()
+        if ready != old.ready:
+            log.log(
+                logging.INFO if ready else logging.WARNING,
+                "host is now %s: %s",
+                "ready" if ready else "degraded",
+                disk.detail,
+            )
+            return True
+        return False
+
     def older_than(self, seconds: float) -> bool:
         return self._clock.monotonic() - self._taken_at > seconds
 
     def _take(self, report: HostReport) -> None:
         self._table.set_slots(assignable_slots(report.hardware.gpus))
+        for listener in self.listeners:
+            listener()
         if not report.ready:
             missing = [f"{d.name} ({d.detail})" for d in report.dependencies if not d.ok]
             log.warning("host is degraded: %s", "; ".join(missing))
