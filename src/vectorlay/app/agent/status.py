@@ -143,6 +143,8 @@ def render(data: Mapping[str, Any], now: float) -> str:
         if close is not None or reason:
             code = f"code {close}" if close is not None else "no close code"
             lines.append(f"                last end: {code}{': ' + reason if reason else ''}")
+        if session.get("last_error"):
+            lines.append(f"                last attempt: {session['last_error']}")
         if session.get("next_retry_at"):
             lines.append(f"                next retry {_when(session['next_retry_at'], now)}")
     lines.append(f"                {session.get('reconnects', 0)} reconnect(s)")

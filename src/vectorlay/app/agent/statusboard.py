@@ -90,6 +90,7 @@ class StatusBoard:
         self.last_close_code: int | None = None
         self.last_close_reason: str | None = None
         self.next_retry_at: datetime | None = None
+        self.last_error: str | None = None  # why the latest attempt to connect failed
         self._due = anyio.Event()
         self._failed_paths: set[Path] = set()
 
@@ -111,15 +112,20 @@ class StatusBoard:
         self.touch()
 
     def session_ended(self, exc: BaseException | None) -> None:
-        if self.connected_since is not None or self.disconnected_since is None:
+        """A session, or an attempt at one, ended (``exc``: why)."""
+        reason = (str(exc) or type(exc).__name__)[:_REASON_MAX] if exc is not None else None
+        if self.connected_since is not None:
+            # A session that was open: its close code and reason stay shown
+            # until the next session ends; failed attempts do not hide them.
             self.disconnected_since = self._clock.now()
+            self.last_close_code = exc.code if isinstance(exc, ConnectionClosed) else None
+            if isinstance(exc, ConnectionClosed):
+                reason = exc.reason[:_REASON_MAX]
+            self.last_close_reason = reason
+            self.last_error = None
+        else:
+            self.last_error = reason
         self.connected_since = None
-        if isinstance(exc, ConnectionClosed):
-            self.last_close_code = exc.code
-            self.last_close_reason = exc.reason[:_REASON_MAX]
-        elif exc is not None:
-            self.last_close_code = None
-            self.last_close_reason = (str(exc) or type(exc).__name__)[:_REASON_MAX]
         self.touch()
 
     def retrying(self, delay: float) -> None:
@@ -175,6 +181,7 @@ class StatusBoard:
                 "disconnected_since": _stamp(self.disconnected_since),
                 "last_close_code": self.last_close_code,
                 "last_close_reason": self.last_close_reason,
+                "last_error": self.last_error,
                 "next_retry_at": _stamp(self.next_retry_at),
                 "reconnects": max(self.counters.sessions - 1, 0),
             },
