@@ -97,6 +97,7 @@ AGENT: Final = (
     "adapters.probe",
     "app.agent",
     "adapters.textfiles",
+    "adapters.deployrecord",
 )
 CONTROL_PLANE: Final = ("domain.fleet", "adapters.controlplane", "app.controlplane")
 SHARED: Final = (

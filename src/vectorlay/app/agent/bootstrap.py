@@ -44,9 +44,11 @@ def build_agent(settings: AgentSettings) -> Agent:
     # Imported here so that library users of Agent on in-memory adapters do
     # not pay for httpx, psutil and friends.
     from vectorlay.adapters.clock import SystemClock
+    from vectorlay.adapters.deployrecord import RECORD_FILE_NAME, FileDeployRecord
     from vectorlay.adapters.filesystem import FileConfigStore
     from vectorlay.adapters.probe.host import HostProbe
     from vectorlay.adapters.runtime import NerdctlRuntime
+    from vectorlay.adapters.runtime.images import NerdctlImages
     from vectorlay.adapters.transport import WebSocketTransport, check_url
 
     if settings.control_plane_url:
@@ -85,6 +87,8 @@ def build_agent(settings: AgentSettings) -> Agent:
         store=FileConfigStore(settings.state_dir),
         clock=SystemClock(),
         disk=probe,
+        images=NerdctlImages(nerdctl=settings.nerdctl),
+        record=FileDeployRecord(settings.state_dir / RECORD_FILE_NAME),
     )
 
 

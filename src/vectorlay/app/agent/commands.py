@@ -127,7 +127,7 @@ class CommandRunner:
         done: Callable[[], None],
         max_concurrent: int,
         stop_timeout: float,
-        deployed: Callable[[str], None] | None = None,
+        deployed: Callable[[str, str], None] | None = None,
         stopped: Callable[[], None] | None = None,
     ) -> None:
         self._tasks = tasks
@@ -139,12 +139,16 @@ class CommandRunner:
         self._stopping = stopping
         self._done = done  # called after each command, its result delivered
         self._stop_timeout = stop_timeout
-        self._deployed = deployed  # told each deploy's outcome (the replica status)
+        self._deployed = deployed  # told each deploy's outcome (replica status) and image
         self._stopped = stopped  # told after each stop that removed a container
         self._queues: dict[str, deque[Command]] = {}
         self._operation_limit = anyio.Semaphore(max_concurrent)
         self._idle = anyio.Event()  # set while no command is queued or running
         self._idle.set()
+
+    def pulling(self) -> set[str]:
+        """Images of the deploys queued or under way (their pull may be running)."""
+        return {c.payload.image for q in self._queues.values() for c in q if isinstance(c, Deploy)}
 
     def busy(self) -> set[str]:
         """The replicas a command is queued or running for."""
@@ -191,7 +195,7 @@ class CommandRunner:
         if isinstance(command, Deploy):
             result = await self._deploy(command.payload)
             if self._deployed is not None:
-                self._deployed(result.status.value)
+                self._deployed(result.status.value, command.payload.image)
             await self._outbox.deliver(DeployResult(_payload(result)))
         else:
             result = await self._stop(command.payload.replica_id)

@@ -34,15 +34,26 @@ from vectorlay.app.agent.commands import CommandRunner, Outbox
 from vectorlay.app.agent.config import EXIT_OK, AgentConfig
 from vectorlay.app.agent.diskwatch import DiskWatch
 from vectorlay.app.agent.heartbeats import Heartbeats
+from vectorlay.app.agent.imagegc import ImageCollector
 from vectorlay.app.agent.registration import load_identity
 from vectorlay.app.agent.sessions import SessionLoop
 from vectorlay.app.agent.statusboard import StatusBoard
 from vectorlay.app.agent.sync import ConflictLog, HostState, RuntimeSync
 from vectorlay.domain.agent.heartbeat import HeartbeatPolicy, ReconnectPolicy, backoff
 from vectorlay.domain.agent.identity import NodeConfig
+from vectorlay.domain.agent.imagegc import normalize_ref
 from vectorlay.domain.agent.replicas import ReplicaTable
 from vectorlay.errors import FatalError
-from vectorlay.ports import Clock, ConfigStore, DiskProbe, HardwareProbe, Runtime, Transport
+from vectorlay.ports import (
+    Clock,
+    ConfigStore,
+    DeployRecord,
+    DiskProbe,
+    HardwareProbe,
+    ImageRuntime,
+    Runtime,
+    Transport,
+)
 
 log = logging.getLogger("vectorlay.agent")
 
@@ -61,6 +72,8 @@ class Agent:
         clock: Clock,
         rand: Callable[[], float] | None = None,
         disk: DiskProbe | None = None,
+        images: ImageRuntime | None = None,
+        record: DeployRecord | None = None,
     ) -> None:
         self.config = config
         self.transport = transport
@@ -69,6 +82,8 @@ class Agent:
         self.store = store
         self.clock = clock
         self.disk = disk  # the image store's free space, re-read every heartbeat interval
+        self.images = images  # for image garbage collection (with disk and record)
+        self.record = record  # when each image was last deployed
         # Read whenever a backoff sequence starts afresh, so it may be swapped while running.
         self.rand = rand or random.Random().random
         self.heartbeat_policy = HeartbeatPolicy(interval=config.heartbeat_interval)
@@ -81,6 +96,7 @@ class Agent:
         self.sessions = 0  # sessions that connected, for the life of the process
         self._stop_requested = anyio.Event()
         self.board: StatusBoard | None = None  # set while running
+        self.collector: ImageCollector | None = None  # set while running, with images
 
     async def run(self) -> int:
         """Run until :meth:`request_stop` (returns 0) or a fatal error (non-zero)."""
@@ -130,7 +146,8 @@ class Agent:
                 done=changed,
                 max_concurrent=self.config.max_concurrent_commands,
                 stop_timeout=self.config.stop_timeout,
-                deployed=board.deployed,
+                deployed=self._deployed,
+                stopped=self._replica_stopped,
             )
             sync = RuntimeSync(
                 runtime=self.runtime,
@@ -176,6 +193,19 @@ class Agent:
                     ready_changed=sessions.send_system_info,
                 )
                 watch.readers.append(board.disk_read)
+                if self.images is not None and self.record is not None:
+                    self.collector = ImageCollector(
+                        self.images,
+                        self.disk,
+                        table=self.table,
+                        pulling=runner.pulling,
+                        record=self.record,
+                        clock=self.clock,
+                        after=watch.read_safely,
+                        counted=board.images_collected,
+                    )
+                    watch.readers.append(self.collector.disk_read)
+                    tasks.start_soon(self.collector.run)
                 # The first system_info already carries the disk.
                 await watch.read_safely()
                 tasks.start_soon(watch.follow)
@@ -201,6 +231,16 @@ class Agent:
         given up at once.
         """
         self._stop_requested.set()
+
+    def _deployed(self, outcome: str, image: str) -> None:
+        if self.board is not None:
+            self.board.deployed(outcome, image)
+        if self.record is not None:
+            self.record.deployed(normalize_ref(image), self.clock.now())
+
+    def _replica_stopped(self) -> None:
+        if self.collector is not None:
+            self.collector.replica_stopped()
 
     def _backoff(self) -> Iterator[float]:
         return backoff(self.reconnect_policy, self.rand)

@@ -134,8 +134,14 @@ class StatusBoard:
         )
         self.touch()
 
-    def deployed(self, outcome: str) -> None:
+    def deployed(self, outcome: str, _image: str = "") -> None:
         self.counters.deploys[outcome] += 1
+        self.touch()
+
+    def images_collected(self, removed: int, freed: int) -> None:
+        self.counters.image_gc_runs += 1
+        self.counters.images_removed += removed
+        self.counters.image_gc_bytes_freed += freed
         self.touch()
 
     def disk_read(self, reading: DiskReading) -> None:
