@@ -61,6 +61,8 @@ def _load(path: Path) -> tuple[dict[str, Any] | None, str]:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return None, f"{path} does not exist (agent never started with this state dir?)"
+    except PermissionError:
+        return None, f"cannot read {path}: permission denied (run as the agent's user, or root)"
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8"
         return None, f"cannot read {path}: {reason}"
