@@ -9,7 +9,8 @@ import pytest
 
 from tests.fakes.nerdctl.fake_nerdctl import FakeNerdctl
 from tests.fakes.nerdctl.testing import install, runtime
-from vectorlay.adapters.runtime.images import NerdctlImages, is_in_use
+from vectorlay.adapters.runtime.images import NerdctlImages
+from vectorlay.adapters.runtime.nerdctl import is_in_use
 from vectorlay.domain.agent.replicas import ContainerSpec
 from vectorlay.errors import ContainerRuntimeError
 

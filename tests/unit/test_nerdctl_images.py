@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from vectorlay.adapters.runtime.argv import images_argv, ps_all_argv, rmi_argv
-from vectorlay.adapters.runtime.images import (
+from vectorlay.adapters.runtime.nerdctl import (
     is_in_use,
     parse_images,
     parse_images_in_use,
