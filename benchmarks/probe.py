@@ -9,11 +9,15 @@ Prints the median wall and CPU time of:
 - the per-heartbeat ``metrics()`` on a passthrough host (every GPU on
   vfio-pci: no subprocess) and on a host whose GPUs are on the nvidia
   driver (one nvidia-smi run each time);
+- the per-heartbeat GPU state and health read (``gpus()``: drivers, IOMMU
+  groups, ``/dev/vfio`` stats, config/AER/link/reset_method files) on the
+  8-GPU passthrough host, through the probe (with its worker-thread hop)
+  and the reader alone, with the number of programs it ran (must be 0);
 - baselines from the same run: spawning ``/bin/true`` once, and the naive
   psutil calls (``virtual_memory()`` + ``disk_usage()``).
 
-Targets: metrics under 1 ms of CPU when no subprocess is needed; a full
-probe under 300 ms wall on the fake host.
+Targets: metrics and the health read each under 1 ms of CPU when no
+subprocess is needed; a full probe under 300 ms wall on the fake host.
 
     .venv/bin/python benchmarks/probe.py [--backend asyncio|trio] [--runs N]
 """
@@ -41,7 +45,11 @@ sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 from tests.support import NVIDIA_DRIVER, PASSTHROUGH, FakeHost, build_fake_host  # noqa: E402
 
 from vectorlay.adapters.commands import run_command  # noqa: E402
+from vectorlay.adapters.probe.gpustate import GpuStateReader  # noqa: E402
 from vectorlay.adapters.probe.host import HostProbe  # noqa: E402
+
+HEALTH = "gpus(): GPU state + health, 8 GPUs"
+HEALTH_READER = "  the reader alone"
 
 
 @dataclass
@@ -92,7 +100,7 @@ async def measure(name: str, runs: int, call: Callable[[], Awaitable[object]]) -
 
 
 def probe_for(host: FakeHost) -> HostProbe:
-    return HostProbe(data_path=host.data, host_proc=host.proc, host_sys=host.sys)
+    return HostProbe(data_path=host.data, host_proc=host.proc, host_sys=host.sys, host_dev=host.dev)
 
 
 async def naive_psutil(path: str) -> None:
@@ -136,6 +144,18 @@ async def bench(runs: int) -> list[Figures]:
         os.environ["PATH"] = passthrough.path_env
         await probe.report()
         figures.append(await measure("metrics(), all GPUs on vfio-pci", runs * 20, probe.metrics))
+        calls = len(passthrough.calls())
+        figures.append(await measure(HEALTH, runs * 20, probe.gpus))
+        reported = (await probe.report()).hardware.gpus
+        calls = len(passthrough.calls())
+        reader = GpuStateReader(passthrough.sys, passthrough.dev)
+
+        async def read_only() -> None:
+            reader.read(reported)
+
+        figures.append(await measure(HEALTH_READER, runs * 20, read_only))
+        programs_during_health_reads = len(passthrough.calls()) - calls
+        figures[-1].name += f" [{len(reported)} GPUs, {programs_during_health_reads} programs]"
 
         os.environ["PATH"] = nvidia.path_env
         nvidia_probe = probe_for(nvidia)
@@ -180,6 +200,12 @@ def main() -> None:
     print(
         f"metrics without subprocess: {metrics.median('cpu') * 1e3:.3f} ms CPU "
         f"(target < 1 ms), {metrics.median('wall') * 1e3:.3f} ms wall"
+    )
+    health = by_name[HEALTH]
+    print(
+        f"GPU state + health per heartbeat: {health.median('cpu') * 1e3:.3f} ms CPU "
+        f"(target < 1 ms), {health.median('wall') * 1e3:.3f} ms wall; "
+        f"together with metrics: {(health.median('cpu') + metrics.median('cpu')) * 1e3:.3f} ms CPU"
     )
 
 

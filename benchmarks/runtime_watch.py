@@ -1,6 +1,7 @@
 """Runtime watching: CPU per idle minute and exit-detection latency, events vs polling.
 
     .venv/bin/python benchmarks/runtime_watch.py [--idle 30] [--exits 20] [--backend trio]
+        [--real-engine podman|docker|none] [--real-exits 8]
 
 Runs NerdctlRuntime against the fake nerdctl (tests/fakes/nerdctl) with 4
 replicas, for each watch mode:
@@ -25,6 +26,11 @@ estimate with real nerdctl: agent CPU + nerdctl runs x ``--nerdctl-ms``
 (default 30 ms of CPU per run, the "tens of ms" a Go CLI connecting to
 containerd costs) + the idle events process (blocked in a read, as nerdctl
 blocked on its gRPC stream is; measured).
+
+With ``--real-engine`` (default ``podman``) a last row measures a real
+engine the same way (:mod:`benchmarks.runtime_watch_real`): real containers,
+real ``podman events``, no estimate; where Podman cannot be set up the row
+says why.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ import anyio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.runtime_watch_real import engine_or_reason, measure_real
 from tests.support import FakeNerdctl, children_cpu
 
 from vectorlay.adapters.runtime import NerdctlRuntime, ps_argv
@@ -173,6 +180,16 @@ async def main(args: argparse.Namespace) -> None:
             }
         finally:
             fake.close()
+        real_row: dict[str, float] | str = "not measured (--real-engine none)"
+        if args.real_engine != "none":
+            engine = engine_or_reason(args.real_engine)
+            real_row = (
+                f"{args.real_engine}: {engine}"
+                if isinstance(engine, str)
+                else await measure_real(
+                    engine, root, args.idle, args.real_exits, REPLICAS, Consumer
+                )
+            )
     nerdctl_cpu = args.nerdctl_ms / 1000.0
     print(
         f"runtime watching, {REPLICAS} replicas, idle {args.idle:g} s, {args.exits} exits, "
@@ -195,6 +212,25 @@ async def main(args: argparse.Namespace) -> None:
             f"{r['spawns']:>10.1f}{estimate:>11.4f}{estimate / 60 * 100:>7.3f}%"
             f"{r['wakeups']:>13.1f}{r['median']:>9.3f}{r['max']:>8.3f}"
         )
+    print()
+    print(
+        "real engine, events: idle CPU in seconds per minute (engine runs = real commands"
+        " reaped); latency in seconds from the engine's FinishedAt to list()"
+    )
+    if isinstance(real_row, str):
+        print(f"  {real_row}")
+        return
+    r = real_row
+    total = r["agent"] + r["engine_runs"] + r["events_process"]
+    print(
+        f"{'mode':<16}{'agent':>9}{'eng. runs':>11}{'events proc':>13}{'total':>9}{'% core':>8}"
+        f"{'wakeups/min':>13}{'median':>9}{'max':>8}{'exits':>7}"
+    )
+    print(
+        f"{args.real_engine + ' events':<16}{r['agent']:>9.4f}{r['engine_runs']:>11.4f}"
+        f"{r['events_process']:>13.4f}{total:>9.4f}{total / 60 * 100:>7.3f}%"
+        f"{r['wakeups']:>13.1f}{r['median']:>9.3f}{r['max']:>8.3f}{int(r['exits']):>7}"
+    )
 
 
 def parse() -> argparse.Namespace:
@@ -205,6 +241,13 @@ def parse() -> argparse.Namespace:
         "--nerdctl-ms", type=float, default=30.0, help="CPU ms one real nerdctl run costs"
     )
     parser.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
+    parser.add_argument(
+        "--real-engine",
+        choices=["podman", "docker", "none"],
+        default="podman",
+        help="also measure this real engine (needs root; scripts/setup-podman.sh)",
+    )
+    parser.add_argument("--real-exits", type=int, default=8, help="exits to time on it")
     return parser.parse_args()
 
 

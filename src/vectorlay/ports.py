@@ -16,7 +16,7 @@ from vectorlay.domain.agent.disk import DiskCheck
 from vectorlay.domain.agent.identity import NodeConfig
 from vectorlay.domain.agent.imagegc import Image
 from vectorlay.domain.agent.replicas import ContainerSpec, ContainerState
-from vectorlay.domain.messages import HostMetrics, HostReport
+from vectorlay.domain.messages import Gpu, HostMetrics, HostReport
 
 
 class Connection(Protocol):
@@ -84,6 +84,11 @@ class HardwareProbe(Protocol):
 
     async def metrics(self) -> HostMetrics:
         """Cheap per-heartbeat figures (memory, storage, GPU utilization)."""
+        ...
+
+    async def gpus(self) -> list[Gpu]:
+        """The GPUs of the last report with ``assignable``/``health``/``problems`` read
+        again: cheap (sysfs and ``stat`` only), run every heartbeat interval."""
         ...
 
 
@@ -175,7 +180,7 @@ class FleetStore(Protocol):
 
     The reference control plane uses SQLite
     (``adapters/controlplane/sqlite_store.py``; its in-memory twin is
-    ``adapters/memory.py``'s ``MemoryFleetStore``); a fleet-scale deployment
+    ``adapters/memory/fleet.py``'s ``MemoryFleetStore``); a fleet-scale deployment
     puts PostgreSQL or Redis behind the same methods.
     Node tokens are handed over in clear only to be hashed: a store keeps a
     digest and compares in constant time.
@@ -201,3 +206,34 @@ class FleetStore(Protocol):
 
 
 __all__ += ["FleetStore"]
+
+
+# --- prepare-gpus ------------------------------------------------------------------
+
+
+class SysfsWriter(Protocol):
+    """Binding PCI devices to drivers through the host's sysfs (``$HOST_SYS``).
+
+    The real adapter is ``adapters/probe/binding.py``'s ``SysfsFileWriter``;
+    its in-memory twin, which answers as the kernel does, is
+    ``adapters/probe/binding_memory.py``'s ``MemorySysfs``.
+    """
+
+    def write(self, relative: str, value: str) -> None:
+        """Write ``value`` to the existing attribute ``$HOST_SYS/<relative>`` in one write.
+
+        Raises ``OSError`` with the kernel's answer (``EBUSY``, ``ENODEV``,
+        ``EACCES`` ...); never creates a file.
+        """
+        ...
+
+    def driver(self, address: str) -> str | None:
+        """The driver bound to the PCI function ``address`` now; ``None`` when none is."""
+        ...
+
+    def driver_loaded(self, name: str) -> bool:
+        """``$HOST_SYS/bus/pci/drivers/<name>`` exists (the driver is loaded or built in)."""
+        ...
+
+
+__all__ += ["SysfsWriter"]

@@ -15,13 +15,18 @@ import msgspec
 import pytest
 
 from tests.fakes.host.fakehost import (
+    AUDIO_ON_HOST,
     EXPECTED_VERSIONS,
+    GPU_A,
+    GPU_B,
     HOSTNAME,
     PASSTHROUGH,
     TOOLS,
+    TWO_GPUS_ONE_GROUP,
     FakeHost,
     build_fake_host,
     running,
+    set_aer_total,
 )
 from tests.support import vectorlay_argv
 from vectorlay.domain.messages import HostReport
@@ -179,3 +184,24 @@ def test_min_free_gb_must_be_a_whole_number(host: FakeHost, value: str) -> None:
     done = check(host, "--min-free-gb", value)
     assert done.returncode == 2
     assert "--min-free-gb: expected a whole number >= 0" in done.stderr
+
+
+def test_passthrough_truth_in_json_and_table(tmp_path: Path) -> None:
+    host = build_fake_host(tmp_path / "audio", AUDIO_ON_HOST)
+    set_aer_total(host, GPU_B, "fatal", 9)  # an old count: history, not a fault
+    code, report = check_json(host)
+    assert code == 0  # readiness is the dependencies'
+    gpus = {g.pci_address: g for g in report.hardware.gpus}
+    assert (gpus[GPU_A].assignable, gpus[GPU_A].health, gpus[GPU_A].problems) == (
+        False,
+        "ok",
+        ["IOMMU group 12 is not viable: 0000:05:00.1 is bound to snd_hda_intel"],
+    )
+    assert (gpus[GPU_B].assignable, gpus[GPU_B].health, gpus[GPU_B].problems) == (True, "ok", [])
+    text = check(host).stdout
+    assert "      - IOMMU group 12 is not viable: 0000:05:00.1 is bound to snd_hda_intel" in text
+    assert "  1 of 2 assignable to replicas" in text
+    shared = build_fake_host(tmp_path / "shared", TWO_GPUS_ONE_GROUP)
+    assert "IOMMU groups holding several GPUs (assigned together): 12 (2 GPUs)" in (
+        check(shared).stdout
+    )

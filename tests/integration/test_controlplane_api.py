@@ -240,6 +240,9 @@ async def test_node_listing_shape(tmp_path: Path) -> None:
             "model": "GH100 [H100 SXM5 80GB]",
             "driver": "vfio-pci",
             "iommu_group": "25",
+            "assignable": True,
+            "health": "ok",
+            "problems": [],
         }
         assert node["gpus_free"] == 2
         assert node["replicas"] == []
@@ -263,6 +266,9 @@ async def test_status_page_escapes_and_refreshes(tmp_path: Path) -> None:
         assert "&lt;script&gt;" in page.text
         assert node_id in page.text
         assert "online" in page.text
+        # Each GPU with its group and health; free / assignable / total per node.
+        assert 'group 25, vfio-pci</small> <span class="ok">ok</span>' in page.text
+        assert "<td>2 / 2 / 2</td>" in page.text
 
 
 async def test_keep_alive_serves_several_requests_on_one_connection(tmp_path: Path) -> None:

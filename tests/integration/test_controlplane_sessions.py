@@ -349,6 +349,7 @@ async def test_deploy_heartbeat_stop_flow(tmp_path: Path) -> None:
                     "image": "ghcr.io/acme/llm:1.2",
                     "gpu_count": 1,
                     "status": "running",
+                    "gpus": [],
                 }
             ]
             stopping = await admin.delete(f"/v1/replicas/{rid}")

@@ -8,41 +8,22 @@ from __future__ import annotations
 
 import sqlite3
 import stat
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from tests.support.records import node_record as node
 from tests.support.tokens import NODE_TOKEN as TOKEN
 from vectorlay.adapters.controlplane.sqlite_store import SqliteFleetStore
-from vectorlay.adapters.memory import sample_report
-from vectorlay.domain.fleet.node import Hold, Node, Status
 from vectorlay.domain.fleet.records import (
     CommandKind,
     FleetChanges,
-    NodeRecord,
     PendingCommand,
     ReplicaPhase,
     ReplicaRecord,
     token_digest,
 )
 from vectorlay.errors import StoreError
-
-WALL = datetime(2026, 1, 1, 12, 30, tzinfo=UTC)
-
-
-def node(node_id: str = "node-1") -> NodeRecord:
-    report = sample_report(gpus=2)
-    return NodeRecord(
-        node_id,
-        Node(Status.DRAINING, Hold.DRAIN, True),
-        "0.1.0",
-        report.hardware,
-        report.dependencies,
-        True,
-        WALL,
-        WALL,
-    )
 
 
 def mode(path: Path) -> int:

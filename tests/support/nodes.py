@@ -13,7 +13,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.fakes.host.fakehost import NVIDIA_DRIVER, PASSTHROUGH, FakeHost, build_fake_host
+from tests.fakes.host.fakehost import (
+    NVIDIA_DRIVER,
+    PASSTHROUGH,
+    FakeHost,
+    Profile,
+    build_fake_host,
+)
 from tests.fakes.nerdctl.fake_nerdctl import Call, Container, FakeNerdctl
 from tests.support.commands import agent_argv, agent_env
 from tests.support.processes import Process, Reaper
@@ -40,11 +46,11 @@ class AgentNode:
     reaper: Reaper
 
     @classmethod
-    def build(cls, root: Path, reaper: Reaper) -> AgentNode:
+    def build(cls, root: Path, reaper: Reaper, profile: Profile = PASSTHROUGH) -> AgentNode:
         root.mkdir(parents=True, exist_ok=True)
         fake = FakeNerdctl(root / "nerdctl")
         reaper.fakes.append(fake)
-        return cls(root, build_fake_host(root / "host"), fake, reaper)
+        return cls(root, build_fake_host(root / "host", profile), fake, reaper)
 
     @property
     def state_dir(self) -> Path:

@@ -105,9 +105,19 @@ async def test_other_close_codes_reconnect(code: int) -> None:
         await peer.close(code)
         await h.settle()
         assert h.exit_code is None
-        await h.advance(5)
+        await h.advance(4.99)
+        assert len(h.transport.attempts) == 1  # never before the reconnect delay
+        await h.advance(0.01)
         await open_session(h)
         assert h.agent.sessions == 2
+
+
+async def test_a_conflicting_session_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    async with running_agent() as h:
+        peer = await open_session(h)
+        await peer.close(4409)
+        await h.settle()
+    assert "another session for this node is open (code 4409)" in caplog.text
 
 
 async def test_sigterm_style_stop_closes_1001_and_leaves_containers() -> None:

@@ -18,12 +18,13 @@ import pytest
 from tests.support import ORG_TOKEN as SECRET
 from vectorlay import __version__
 from vectorlay.app import cli, logs
-from vectorlay.app.cli import (
+from vectorlay.app.cli import main
+from vectorlay.app.options import (
+    Notes,
     UsageError,
     agent_settings,
     check_settings,
     control_plane_settings,
-    main,
 )
 from vectorlay.app.settings import AgentSettings, CheckSettings, ControlPlaneSettings
 
@@ -63,7 +64,7 @@ def test_agent_defaults() -> None:
     assert settings.heartbeat_interval == 30.0
     assert settings.reconnect_delay == 5.0
     assert settings.oci_runtime == "io.containerd.kata.v2"
-    assert settings.nerdctl == "nerdctl"
+    assert (settings.engine, settings.engine_cli) == ("nerdctl", "nerdctl")
     assert settings.stop_timeout == 30.0
     assert (settings.backend, settings.log.format, settings.log.level) == (
         "asyncio",
@@ -96,7 +97,9 @@ AGENT_TABLE: list[tuple[str, str, str, str, str, Any, Any]] = [
     ),
     ("--reconnect-delay", "VECTORLAY_RECONNECT_DELAY", "reconnect_delay", "1", "0", 1.0, 0.0),
     ("--oci-runtime", "VECTORLAY_OCI_RUNTIME", "oci_runtime", "runc", "kata", "runc", "kata"),
-    ("--nerdctl", "VECTORLAY_NERDCTL", "nerdctl", "/opt/n", "/usr/n", "/opt/n", "/usr/n"),
+    ("--nerdctl", "VECTORLAY_NERDCTL", "engine_cli", "/opt/n", "/usr/n", "/opt/n", "/usr/n"),
+    ("--engine-cli", "VECTORLAY_ENGINE_CLI", "engine_cli", "/opt/n", "/usr/n", "/opt/n", "/usr/n"),
+    ("--engine", "VECTORLAY_ENGINE", "engine", "podman", "docker", "podman", "docker"),
     ("--stop-timeout", "VECTORLAY_STOP_TIMEOUT", "stop_timeout", "0", "45", 0.0, 45.0),
     ("--backend", "VECTORLAY_BACKEND", "backend", "trio", "asyncio", "trio", "asyncio"),
 ]
@@ -285,7 +288,7 @@ def registered_state(tmp_path: Path) -> Path:
 def test_missing_token_file_is_fine_once_the_node_has_registered(tmp_path: Path) -> None:
     state = registered_state(tmp_path)
     missing = str(tmp_path / "org-token")
-    notes: cli.Notes = []
+    notes: Notes = []
     settings = agent_settings(
         parse("run", "--token-file", missing, "--state-dir", str(state)), {}, notes
     )
@@ -368,7 +371,7 @@ def test_a_token_file_open_to_others_is_read_with_a_warning(tmp_path: Path) -> N
     token_file.write_text(SECRET)
     for mode, expected in ((0o600, []), (0o400, []), (0o644, ["0644"]), (0o620, ["0620"])):
         token_file.chmod(mode)
-        notes: cli.Notes = []
+        notes: Notes = []
         settings = agent_settings(parse("run", "--token-file", str(token_file)), {}, notes)
         assert settings.org_token == SECRET
         assert notes == [exposed_warning(token_file, m) for m in expected]
@@ -382,7 +385,7 @@ def test_control_plane_token_files_open_to_others_are_read_with_a_warning(
     admin.write_text("admin-1\n")
     org.chmod(0o640)
     admin.chmod(0o604)
-    notes: cli.Notes = []
+    notes: Notes = []
     args = parse("control-plane", "--org-token-file", str(org), "--admin-token-file", str(admin))
     settings = control_plane_settings(args, {}, notes)
     assert (settings.org_tokens, settings.admin_tokens) == ((SECRET,), ("admin-1",))
@@ -449,7 +452,7 @@ def test_check_settings() -> None:
     settings = check("--json", "--data-path", "/mnt/d", env={"VECTORLAY_NERDCTL": "/opt/nerdctl"})
     assert settings.json is True
     assert settings.data_path == Path("/mnt/d")
-    assert settings.nerdctl == "/opt/nerdctl"
+    assert settings.engine_cli == "/opt/nerdctl"
     assert check(env={"VECTORLAY_DATA_PATH": "/e"}).data_path == Path("/e")
     assert check("--data-path", "/f", env={"VECTORLAY_DATA_PATH": "/e"}).data_path == Path("/f")
     assert usage_error(lambda: check("--backend", "x")).startswith("--backend: ")
@@ -542,7 +545,9 @@ HELP_DEFAULTS: dict[str, list[str]] = {
         "VECTORLAY_HEARTBEAT_INTERVAL; default 30",
         "VECTORLAY_RECONNECT_DELAY; default 5",
         "VECTORLAY_OCI_RUNTIME; default io.containerd.kata.v2",
-        "VECTORLAY_NERDCTL; default nerdctl on PATH",
+        "VECTORLAY_ENGINE; default nerdctl",
+        "VECTORLAY_ENGINE_CLI (alias --nerdctl, VECTORLAY_NERDCTL)",
+        "kata (podman)",
         "VECTORLAY_CA_FILE; default the system trust store",
         "VECTORLAY_STOP_TIMEOUT; default 30",
         "VECTORLAY_BACKEND; default asyncio",
@@ -559,7 +564,8 @@ HELP_DEFAULTS: dict[str, list[str]] = {
     ],
     "check": [
         "VECTORLAY_DATA_PATH; default /data",
-        "VECTORLAY_NERDCTL; default nerdctl on PATH",
+        "VECTORLAY_ENGINE; default nerdctl",
+        "VECTORLAY_ENGINE_CLI (alias --nerdctl, VECTORLAY_NERDCTL)",
         "VECTORLAY_LOG_LEVEL; default info",
     ],
 }
@@ -681,3 +687,40 @@ def test_secrets_leave_the_environment_once_read(
     monkeypatch.setenv("VECTORLAY_ORG_TOKEN", "tok-from-env")
     assert cli.main(["run", "--state-dir", str(tmp_path)]) == 0
     assert seen == {"token": "tok-from-env", "env": None}
+
+
+# --- the container engine ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("engine", "cli", "oci_runtime"),
+    [
+        ("nerdctl", "nerdctl", "io.containerd.kata.v2"),
+        ("docker", "docker", "io.containerd.kata.v2"),
+        ("podman", "podman", "kata"),
+    ],
+)
+def test_engine_picks_its_command_and_oci_runtime(engine: str, cli: str, oci_runtime: str) -> None:
+    settings = agent("--engine", engine)
+    assert (settings.engine, settings.engine_cli, settings.oci_runtime) == (
+        engine,
+        cli,
+        oci_runtime,
+    )
+    assert agent(env={"VECTORLAY_ENGINE": engine}).engine_cli == cli
+    assert check("--engine", engine).engine_cli == cli
+    # An explicit runtime wins over the engine's default.
+    assert agent("--engine", engine, "--oci-runtime", "runc").oci_runtime == "runc"
+
+
+def test_engine_cli_beats_its_nerdctl_alias() -> None:
+    env = {"VECTORLAY_ENGINE_CLI": "/opt/podman", "VECTORLAY_NERDCTL": "/opt/nerdctl"}
+    assert agent("--engine", "podman", env=env).engine_cli == "/opt/podman"
+    assert agent(env={"VECTORLAY_NERDCTL": "/opt/nerdctl"}).engine_cli == "/opt/nerdctl"
+    assert agent("--nerdctl", "/a", env=env).engine_cli == "/a"
+
+
+def test_unknown_engine_is_a_usage_error() -> None:
+    assert usage_error(lambda: agent("--engine", "lxc")).startswith("--engine: expected one of")
+    message = usage_error(lambda: check(env={"VECTORLAY_ENGINE": "rkt"}))
+    assert message.startswith("VECTORLAY_ENGINE: expected one of nerdctl, docker, podman")

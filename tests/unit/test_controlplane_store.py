@@ -7,14 +7,14 @@ checked in ``tests/integration/test_controlplane_sqlite_store.py``.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 
 import pytest
 
+from tests.support.records import node_record as node
+from tests.support.records import replica_record as replica
 from tests.support.tokens import NODE_TOKEN as TOKEN
 from vectorlay.adapters.controlplane.sqlite_store import MEMORY, SqliteFleetStore
-from vectorlay.adapters.memory import MemoryFleetStore, sample_report
-from vectorlay.domain.fleet.node import Hold, Node, Status
+from vectorlay.adapters.memory import MemoryFleetStore
 from vectorlay.domain.fleet.records import (
     CommandKind,
     FleetChanges,
@@ -26,28 +26,6 @@ from vectorlay.domain.fleet.records import (
 )
 from vectorlay.errors import StoreError
 from vectorlay.ports import FleetStore
-
-WALL = datetime(2026, 1, 1, 12, 30, tzinfo=UTC)
-
-
-def node(node_id: str = "node-1") -> NodeRecord:
-    report = sample_report(gpus=2)
-    return NodeRecord(
-        node_id,
-        Node(Status.DRAINING, Hold.DRAIN, True),
-        "0.1.0",
-        report.hardware,
-        report.dependencies,
-        True,
-        WALL,
-        WALL,
-    )
-
-
-def replica(replica_id: str = "r1", **env: str) -> ReplicaRecord:
-    return ReplicaRecord(
-        replica_id, "ghcr.io/a/b:1", 1, dict(env), "node-1", ReplicaPhase.RUNNING, None
-    )
 
 
 @pytest.fixture(params=["sqlite", "memory"])

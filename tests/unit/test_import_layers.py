@@ -95,11 +95,17 @@ AGENT: Final = (
     "adapters.transport",
     "adapters.runtime",
     "adapters.probe",
+    "adapters.memory.agent",
     "app.agent",
     "adapters.textfiles",
     "adapters.deployrecord",
 )
-CONTROL_PLANE: Final = ("domain.fleet", "adapters.controlplane", "app.controlplane")
+CONTROL_PLANE: Final = (
+    "domain.fleet",
+    "adapters.controlplane",
+    "adapters.memory.fleet",
+    "app.controlplane",
+)
 SHARED: Final = (
     "",  # the package's own __init__
     "__main__",
@@ -107,12 +113,13 @@ SHARED: Final = (
     "ports",
     "domain",  # its __init__; its top-level modules are matched below
     "adapters",
-    "adapters.memory",
+    "adapters.memory",  # its __init__ re-exports both programs' twins
     "adapters.filesystem",
     "adapters.clock",
     "adapters.commands",
     "app",
     "app.cli",
+    "app.options",
     "app.logs",
     "app.backends",
     "app.settings",
@@ -395,7 +402,7 @@ def test_the_walk_sees_the_real_modules() -> None:
         assert _absolute("vectorlay", relative) in every, relative
     # The agent's process loads its own code, and the shared code it needs.
     loaded = loaded_by(SOURCE_ROOT, "vectorlay", ["vectorlay.app.cli"])
-    assert {"vectorlay.app.settings", "vectorlay.domain.messages", "argparse"} <= loaded
+    assert {"vectorlay.app.settings", "vectorlay.domain.liveness", "argparse"} <= loaded
 
 
 # --- the checker fails when someone breaks a rule ---------------------------------------

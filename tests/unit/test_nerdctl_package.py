@@ -10,7 +10,20 @@ import pytest
 
 import vectorlay.adapters.runtime as runtime_package
 
-MODULES = ("argv", "envfile", "events", "labels", "nerdctl", "output", "runtime", "stderr")
+MODULES = (
+    "argv",
+    "dialect",
+    "docker",
+    "engines",
+    "envfile",
+    "events",
+    "labels",
+    "nerdctl",
+    "output",
+    "podman",
+    "runtime",
+    "stderr",
+)
 
 
 @pytest.mark.parametrize("name", runtime_package.__all__)

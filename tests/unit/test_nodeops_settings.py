@@ -6,17 +6,18 @@ from pathlib import Path
 
 import pytest
 
-from vectorlay.app import cli
-from vectorlay.app.cli import UsageError, main
+from vectorlay.app import cli, options
+from vectorlay.app.cli import main
+from vectorlay.app.options import UsageError
 from vectorlay.app.settings import AgentSettings, CheckSettings
 
 
 def run_settings(*argv: str, env: dict[str, str] | None = None) -> AgentSettings:
-    return cli.agent_settings(cli._parser().parse_args(["run", *argv]), env or {})
+    return options.agent_settings(cli._parser().parse_args(["run", *argv]), env or {})
 
 
 def check_settings(*argv: str, env: dict[str, str] | None = None) -> CheckSettings:
-    return cli.check_settings(cli._parser().parse_args(["check", *argv]), env or {})
+    return options.check_settings(cli._parser().parse_args(["check", *argv]), env or {})
 
 
 def test_defaults() -> None:

@@ -56,6 +56,7 @@ def probe(host: FakeHost, **kwargs: object) -> HostProbe:
         data_path=host.data,
         host_proc=host.proc,
         host_sys=host.sys,
+        host_dev=host.dev,
         **kwargs,  # type: ignore[arg-type]
     )
 
@@ -301,13 +302,19 @@ async def test_host_roots_from_the_environment(
 ) -> None:
     monkeypatch.setenv("HOST_PROC", str(host.proc))
     monkeypatch.setenv("HOST_SYS", str(host.sys))
+    monkeypatch.setenv("HOST_DEV", str(host.dev))
     from_env = HostProbe(data_path=host.data)
     assert (from_env.host_proc, from_env.host_sys) == (host.proc, host.sys)
-    assert (await from_env.report()).ready
+    assert from_env.host_dev == host.dev
+    report = await from_env.report()
+    assert report.ready
+    assert all(g.assignable for g in report.hardware.gpus)  # /dev/vfio/<N> found under HOST_DEV
     monkeypatch.setenv("HOST_PROC", "")
     monkeypatch.delenv("HOST_SYS")
+    monkeypatch.delenv("HOST_DEV")
     default = HostProbe(data_path=host.data)
     assert (default.host_proc, default.host_sys) == (Path("/proc"), Path("/sys"))
+    assert default.host_dev == Path("/dev")
 
 
 # --- metrics ---------------------------------------------------------------------------

@@ -42,7 +42,7 @@ def run(table: ReplicaTable, decision: StartContainer) -> ContainerState:
     state = ContainerState(
         spec.replica_id, RS.RUNNING, gpus=tuple(g.pci_address for g in spec.gpus), image=spec.image
     )
-    assert table.started(state) == ReportResult(spec.replica_id, RS.RUNNING)
+    assert table.started(state) == ReportResult(spec.replica_id, RS.RUNNING, gpus=state.gpus)
     return state
 
 
@@ -168,11 +168,12 @@ def test_repeat_deploy_of_a_live_replica_is_idempotent() -> None:
     table = ReplicaTable(SLOTS)
     first = start(table, "r1", 1)
     # While the start is still in flight the repeat says so, and starts nothing.
-    assert table.deploy(payload("r1", 1)) == ReportResult("r1", RS.PENDING)
+    held = (ADDR[0],)
+    assert table.deploy(payload("r1", 1)) == ReportResult("r1", RS.PENDING, gpus=held)
     run(table, first)
-    assert table.deploy(payload("r1", 1)) == ReportResult("r1", RS.RUNNING)
+    assert table.deploy(payload("r1", 1)) == ReportResult("r1", RS.RUNNING, gpus=held)
     # Even a repeat with different values never starts a second container.
-    assert table.deploy(payload("r1", 3, "other:2")) == ReportResult("r1", RS.RUNNING)
+    assert table.deploy(payload("r1", 3, "other:2")) == ReportResult("r1", RS.RUNNING, gpus=held)
     assert table.held() == {ADDR[0]: "r1"}
 
 
@@ -244,14 +245,14 @@ def test_adopt_rebuilds_the_table_from_observed_containers() -> None:
     table = ReplicaTable.adopt(SLOTS, states)
     assert table.reports() == [
         ReplicaReport("a", RS.EXITED),
-        ReplicaReport("b", RS.RUNNING),
+        ReplicaReport("b", RS.RUNNING, [ADDR[1], ADDR[2]]),
         ReplicaReport("c", RS.FAILED),
     ]
     assert table.held() == {ADDR[1]: "b", ADDR[2]: "b"}
     assert table.free_slots() == [SLOTS[0], SLOTS[3]]
     # A new deploy never lands on an adopted replica's GPU.
     assert start(table, "d", 2).spec.gpus == (SLOTS[0], SLOTS[3])
-    assert table.deploy(payload("b", 1)) == ReportResult("b", RS.RUNNING)
+    assert table.deploy(payload("b", 1)) == ReportResult("b", RS.RUNNING, gpus=(ADDR[1], ADDR[2]))
 
 
 def test_observe_reports_exits_and_forgets_vanished_containers() -> None:

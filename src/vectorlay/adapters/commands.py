@@ -58,12 +58,14 @@ async def run_command(
     limit: int = DEFAULT_OUTPUT_LIMIT,
     env: dict[str, str] | None = None,
     stderr_tail: int | None = None,
+    cwd: str | None = None,
 ) -> CommandResult:
     """Run ``argv`` and collect its output within ``timeout`` seconds.
 
     With ``stderr_tail``, only the last ``stderr_tail`` bytes of stderr are
     kept and stderr never counts against ``limit``: for a command that may
     print progress for as long as it runs and says what went wrong at the end.
+    ``cwd`` is the directory it runs in (the caller's when ``None``).
     """
     try:
         process = await anyio.open_process(
@@ -71,6 +73,7 @@ async def run_command(
             stdin=subprocess.DEVNULL,
             start_new_session=True,
             env=env,
+            cwd=cwd,
         )
     except OSError as exc:
         return CommandResult(None, error=_os_reason(exc))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vectorlay.adapters.runtime.nerdctl import DEFAULT_OCI_RUNTIME
+from vectorlay.adapters.runtime.engines import DEFAULT_ENGINE, default_oci_runtime
 from vectorlay.domain.agent.disk import DEFAULT_MIN_FREE_GB
 from vectorlay.domain.agent.heartbeat import DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_RECONNECT_DELAY
 from vectorlay.domain.liveness import DEFAULT_OFFLINE_AFTER
@@ -19,6 +19,7 @@ DEFAULT_DATA_PATH = Path("/data")
 DEFAULT_STOP_TIMEOUT = 30.0
 DEFAULT_CP_LISTEN = "127.0.0.1:8787"
 DEFAULT_CP_DB = Path("vectorlay-cp.sqlite3")
+DEFAULT_OCI_RUNTIME = default_oci_runtime(DEFAULT_ENGINE)
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,9 @@ class LogSettings:
 class CheckSettings:
     json: bool = False
     data_path: Path = DEFAULT_DATA_PATH
-    nerdctl: str = "nerdctl"
+    engine: str = DEFAULT_ENGINE
+    # The engine's command: its name on PATH unless --engine-cli says otherwise.
+    engine_cli: str = DEFAULT_ENGINE
     backend: str = "asyncio"
     log: LogSettings = field(default_factory=LogSettings)
     image_store: Path | None = None  # None: the engine's own
@@ -55,7 +58,8 @@ class AgentSettings:
     heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL
     reconnect_delay: float = DEFAULT_RECONNECT_DELAY
     oci_runtime: str = DEFAULT_OCI_RUNTIME
-    nerdctl: str = "nerdctl"
+    engine: str = DEFAULT_ENGINE
+    engine_cli: str = DEFAULT_ENGINE
     ca_file: Path | None = None
     insecure: bool = False
     stop_timeout: float = DEFAULT_STOP_TIMEOUT
@@ -74,5 +78,16 @@ class ControlPlaneSettings:
     org_tokens: tuple[str, ...] = field(default=(), repr=False)
     admin_tokens: tuple[str, ...] = field(default=(), repr=False)
     offline_after: float = DEFAULT_OFFLINE_AFTER
+    backend: str = "asyncio"
+    log: LogSettings = field(default_factory=LogSettings)
+
+
+@dataclass(frozen=True)
+class PrepareGpusSettings:
+    apply: bool = False
+    persist: bool = False
+    json: bool = False
+    gpus: tuple[str, ...] = ()  # normalized PCI addresses named with --gpu; () = every GPU
+    root: Path | None = None  # --root: where --persist installs the unit (default /)
     backend: str = "asyncio"
     log: LogSettings = field(default_factory=LogSettings)

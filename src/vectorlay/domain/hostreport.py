@@ -24,12 +24,22 @@ class GpuSlot(msgspec.Struct, frozen=True, order=True):
     iommu_group: str
 
 
+def is_assignable_gpu(gpu: Gpu) -> bool:
+    """The report's ``assignable`` (PROTOCOL.md 2.1); for a report without the key
+    (an older agent), bound to vfio-pci with an IOMMU group."""
+    if not gpu.iommu_group:
+        return False
+    if gpu.assignable is not None:
+        return gpu.assignable
+    return gpu.driver == ASSIGNABLE_DRIVER
+
+
 def assignable_slots(gpus: Iterable[Gpu]) -> list[GpuSlot]:
-    """GPUs Kata can pass through: bound to vfio-pci and in an IOMMU group."""
+    """GPUs Kata can pass through, with the IOMMU group each is passed as."""
     return sorted(
         GpuSlot(g.pci_address, g.iommu_group)
         for g in gpus
-        if g.driver == ASSIGNABLE_DRIVER and g.iommu_group
+        if g.iommu_group and is_assignable_gpu(g)
     )
 
 

@@ -11,18 +11,17 @@ subclasses whose text names the offending field, e.g.
 from __future__ import annotations
 
 import enum
-import re
 from datetime import UTC, datetime
 from typing import Any, Final
 
 import msgspec
 
+from vectorlay.domain.decode_errors import explain_validation_error, first_line
 from vectorlay.domain.redact import redacted_items, redacted_repr
 from vectorlay.errors import (
     InvalidMessage,
     MessageTooLarge,
     ProtocolError,
-    UnknownMessageType,
 )
 
 PROTOCOL_VERSION: Final = 1
@@ -71,6 +70,11 @@ class Gpu(msgspec.Struct, frozen=True, gc=False):
     model: str
     driver: str | None = None
     iommu_group: str | None = None
+    # PROTOCOL.md 2.1.  ``None``: a peer that does not send the key (an older
+    # agent); readers then fall back to "vfio-pci with an IOMMU group".
+    assignable: bool | None = None
+    health: str = "ok"  # "ok" | "warning" | "failed"
+    problems: list[str] = []
 
 
 class Hardware(msgspec.Struct, frozen=True, gc=False):
@@ -93,9 +97,11 @@ class Dependency(msgspec.Struct, frozen=True, gc=False):
     detail: str = ""
 
 
-class ReplicaReport(msgspec.Struct, frozen=True, gc=False):
+class ReplicaReport(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
     replica_id: str
     status: ReplicaStatus
+    # The PCI addresses the replica holds (live replicas only).
+    gpus: list[str] = []
 
 
 class HeartbeatStatus(msgspec.Struct, frozen=True, gc=False):
@@ -180,6 +186,7 @@ class ResultPayload(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
     replica_id: str
     status: ReplicaStatus
     error: str | None = None
+    gpus: list[str] | None = None  # on ``running``: the PCI addresses it holds
 
 
 class StopPayload(msgspec.Struct, frozen=True, gc=False):
@@ -319,112 +326,11 @@ def _decode(data: bytes | str, decoder: msgspec.json.Decoder[Any], known: frozen
     try:
         return decoder.decode(data)
     except msgspec.ValidationError as exc:
-        raise _explain(str(exc), data, known) from None
+        raise explain_validation_error(str(exc), data, known) from None
     except RecursionError:
         raise InvalidMessage("message: JSON nested too deeply") from None
     except (msgspec.DecodeError, UnicodeError, ValueError) as exc:
-        raise InvalidMessage(f"message: not valid UTF-8 JSON ({_first_line(str(exc))})") from None
-
-
-_AT_PATH: Final = re.compile(r"^(?P<what>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
-_MISSING: Final = re.compile(r"^Object missing required field `(?P<field>[^`]+)`$")
-
-
-def _explain(raw: str, data: bytes | str, known: frozenset[str]) -> ProtocolError:
-    """Turn msgspec's text into ``<type>.<path>: <problem>`` plus what is readable."""
-    peek = _peek(data)
-    mtype, replica_id = peek.mtype, peek.replica_id
-    match = _AT_PATH.match(raw)
-    what = match.group("what") if match else raw
-    path = (match.group("path") if match else None) or ""
-    if path.startswith(_ENV_VALUE_PATH) and peek.bad_env_name is not None:
-        # msgspec names a dict value only as "[...]"; the contract names the
-        # variable (never its value).
-        path = f".payload.env_vars.{peek.bad_env_name}{path[len(_ENV_VALUE_PATH) :]}"
-    missing = _MISSING.match(what)
-    if missing:
-        path = f"{path}.{missing.group('field')}"
-        problem = "missing required field"
-    else:
-        problem = what.replace("`", "")
-        problem = problem[:1].lower() + problem[1:]
-    if path == ".type":
-        if mtype is None:
-            return InvalidMessage("message.type: missing or not a string", replica_id=replica_id)
-        if mtype not in known:
-            return UnknownMessageType(
-                f"message.type: unknown message type {_clip(mtype)!r}", message_type=mtype
-            )
-        # A known type that still fails on "type" (a repeated key): the tag
-        # itself is at fault, not a field of that message.
-        return InvalidMessage(
-            f"message.type: {_first_line(problem)}", message_type=mtype, replica_id=replica_id
-        )
-    prefix = mtype if mtype in known else "message"
-    where = f"{prefix}{path}" if path else prefix
-    return InvalidMessage(
-        f"{where}: {_first_line(problem)}", message_type=mtype, replica_id=replica_id
-    )
-
-
-_ENV_VALUE_PATH: Final = ".payload.env_vars[...]"
-_ENV_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-class _PeekPayload(msgspec.Struct):
-    replica_id: Any = None
-    env_vars: msgspec.Raw = msgspec.Raw(b"null")
-
-
-class _Peek(msgspec.Struct):
-    type: Any = None
-    # Raw: the payload is only scanned, so a bad value elsewhere in it (a
-    # number out of range, say) does not hide the replica id.
-    payload: msgspec.Raw = msgspec.Raw(b"null")
-
-
-class _Peeked(msgspec.Struct, frozen=True):
-    mtype: str | None = None
-    replica_id: str | None = None
-    bad_env_name: str | None = None
-
-
-_UNREADABLE: Final = (msgspec.DecodeError, msgspec.ValidationError, RecursionError, ValueError)
-
-
-def _peek(data: bytes | str) -> _Peeked:
-    """Best-effort read of ``type``, ``payload.replica_id`` and a bad env name."""
-    try:
-        peek = msgspec.json.decode(data, type=_Peek)
-    except _UNREADABLE:
-        return _Peeked()
-    mtype = peek.type if isinstance(peek.type, str) else None
-    try:
-        payload = msgspec.json.decode(peek.payload, type=_PeekPayload)
-    except _UNREADABLE:
-        return _Peeked(mtype)
-    replica_id = payload.replica_id if isinstance(payload.replica_id, str) else None
-    return _Peeked(mtype, replica_id, _first_non_string(payload.env_vars))
-
-
-def _first_non_string(env_vars: msgspec.Raw) -> str | None:
-    """The first env var (a well-formed name) whose value is not a JSON string."""
-    try:
-        env = msgspec.json.decode(env_vars, type=dict[str, msgspec.Raw])
-    except _UNREADABLE:
-        return None
-    for name, raw in env.items():
-        if not bytes(raw).startswith(b'"'):
-            return name if _ENV_NAME.fullmatch(name) else None
-    return None
-
-
-def _clip(text: str, limit: int = 64) -> str:
-    return text if len(text) <= limit else text[:limit] + "…"
-
-
-def _first_line(text: str) -> str:
-    return _clip(text.strip().splitlines()[0] if text.strip() else "", 200)
+        raise InvalidMessage(f"message: not valid UTF-8 JSON ({first_line(str(exc))})") from None
 
 
 __all__ = [

@@ -5,7 +5,9 @@
     bin/     fake lspci, nvidia-smi, containerd, nerdctl, kata-runtime, virtiofsd
     fake/    what each fake answers (see _respond.sh)
     proc/    cpuinfo, meminfo, modules, sys/kernel/hostname   -> HOST_PROC
-    sys/     bus/pci/devices/*, devices/pci0000:00/*, module/* -> HOST_SYS
+    sys/     bus/pci/devices/*, devices/pci0000:00/*, module/*,
+             kernel/iommu_groups/<N>/devices/*                 -> HOST_SYS
+    dev/     vfio/<N> for every group with a member on vfio-pci -> HOST_DEV
     data/    the data path
 
 The PCI functions in ``sys/`` describe the same machine as the lspci
@@ -142,6 +144,10 @@ class FakeHost:
         return self.root / "data"
 
     @property
+    def dev(self) -> Path:
+        return self.root / "dev"
+
+    @property
     def path_env(self) -> str:
         return os.pathsep.join([str(self.bin), *self.extra_path])
 
@@ -152,6 +158,7 @@ class FakeHost:
             PATH=self.path_env,
             HOST_PROC=str(self.proc),
             HOST_SYS=str(self.sys),
+            HOST_DEV=str(self.dev),
             VECTORLAY_DATA_PATH=str(self.data),
             # The test machine's free space is not the fake host's: no minimum.
             VECTORLAY_IMAGE_STORE=str(self.root / "containerd"),
@@ -253,6 +260,7 @@ def build_fake_host(root: Path, profile: Profile = PASSTHROUGH) -> FakeHost:
     (host.fake / "nvidia-smi.args").write_text(NVIDIA_SMI_ARGS + "\n")
     _write_proc(host.proc)
     _write_sys(host.sys, profile.functions)
+    write_passthrough(host, profile.functions)
     mark.write_text(profile.lspci_fixture + "\n")
     return host
 
@@ -320,4 +328,141 @@ __all__ = [
     "Profile",
     "build_fake_host",
     "running",
+]
+
+
+# --- IOMMU groups, /dev/vfio and the GPU health files ----------------------------------------
+
+SYSFS_FIXTURES: Final = FIXTURES / "sysfs"
+HEALTH_FILES: Final = {
+    "config": "config/nvidia_gk104_gtx760_first80_CONVERTED.bin",
+    "aer_dev_fatal": "aer/aer_dev_fatal.linux-5.5-to-6.17_RECONSTRUCTED",
+    "aer_dev_nonfatal": "aer/aer_dev_nonfatal.linux-5.5-to-6.17_RECONSTRUCTED",
+    "current_link_width": "link/current_link_width.real_16",
+    "max_link_width": "link/max_link_width.real_16",
+    "current_link_speed": "link/current_link_speed.real_16.0GT_PCIe",
+    "max_link_speed": "link/max_link_speed.real_16.0GT_PCIe",
+    "reset_method": "reset_method/sandisk_nvme_flr_bus.real",
+}
+VFIO_DRIVERS: Final = ("vfio-pci", "vfio_pci")  # and the variants ending so
+
+
+def write_passthrough(host: FakeHost, functions: Iterable[FakeFunction]) -> None:
+    """Group listings, ``dev/vfio/<N>`` and healthy real-format health files for ``functions``."""
+    for function in functions:
+        if function.iommu_group is None:
+            continue
+        members = host.sys / "kernel" / "iommu_groups" / function.iommu_group / "devices"
+        members.mkdir(parents=True, exist_ok=True)
+        _symlink(members / function.address, f"../../../../devices/pci0000:00/{function.address}")
+        if function.driver is not None and function.driver.endswith(VFIO_DRIVERS):
+            (host.dev / "vfio").mkdir(parents=True, exist_ok=True)
+            (host.dev / "vfio" / function.iommu_group).touch()
+        if not function.class_code.startswith("06"):
+            for name, fixture in HEALTH_FILES.items():
+                target = _device_dir(host.sys, function.address) / name
+                target.write_bytes((SYSFS_FIXTURES / fixture).read_bytes())
+
+
+def set_aer_total(host: FakeHost, address: str, kind: str, count: int) -> None:
+    """Rewrite ``aer_dev_<kind>`` (``fatal``/``nonfatal``) with its TOTAL line at ``count``."""
+    path = _device_dir(host.sys, address) / f"aer_dev_{kind}"
+    total = f"TOTAL_ERR_{kind.upper()}"
+    lines = [
+        f"{total} {count}" if line.startswith(total + " ") else line
+        for line in path.read_text().splitlines()
+    ]
+    _replace_file(path, ("\n".join(lines) + "\n").encode())
+
+
+def set_health_file(host: FakeHost, address: str, name: str, content: bytes | None) -> None:
+    """Write one health file of ``address`` (``None``: remove it, as on an older kernel)."""
+    path = _device_dir(host.sys, address) / name
+    if content is None:
+        path.unlink(missing_ok=True)
+    else:
+        _replace_file(path, content)
+
+
+def fall_off_bus(host: FakeHost, address: str) -> None:
+    """Config space reads all ones, as for a GPU that fell off the bus."""
+    fixture = SYSFS_FIXTURES / "config" / "fallen_off_all_ones_64_RECONSTRUCTED.bin"
+    set_health_file(host, address, "config", fixture.read_bytes())
+
+
+def vanish(host: FakeHost, address: str) -> None:
+    """The function is removed from sysfs (surprise removal): its directory and links go."""
+    (host.sys / "bus" / "pci" / "devices" / address).unlink(missing_ok=True)
+    shutil.rmtree(_device_dir(host.sys, address), ignore_errors=True)
+    for members in (host.sys / "kernel" / "iommu_groups").glob("*/devices"):
+        (members / address).unlink(missing_ok=True)
+
+
+def remove_vfio_node(host: FakeHost, group: str) -> None:
+    (host.dev / "vfio" / group).unlink(missing_ok=True)
+
+
+def _replace_file(path: Path, content: bytes) -> None:
+    """Atomically, so that a reader never sees half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(content)
+    os.replace(tmp, path)
+
+
+# --- passthrough profiles: two RTX 3090s (the dual_rtx3090 lspci fixture's addresses) ---------
+
+DUAL_LSPCI: Final = "lspci/dual_rtx3090_nvidia_lspci_Dvmmnnk_CONVERTED.txt"
+GPU_A: Final = "0000:05:00.0"
+GPU_B: Final = "0000:0a:00.0"
+
+
+def _dual(
+    groups: tuple[str, str],
+    drivers: tuple[str | None, str | None, str | None, str | None],
+    root_port_group: str | None = None,
+) -> Profile:
+    """GPU A (05:00.0) and its audio (05:00.1) in ``groups[0]``, GPU B (0a:00.0) and its
+    audio in ``groups[1]``, bound to ``drivers`` in that order; the root port above them
+    in ``root_port_group`` when given (on pcieport, as on boards without ACS)."""
+    a_gpu, a_audio, b_gpu, b_audio = drivers
+    functions = [
+        _HOST_BRIDGE,
+        FakeFunction("0000:00:01.0", "060400", "8086", "1901", "pcieport", root_port_group),
+        FakeFunction(GPU_A, "030000", "10de", "2204", a_gpu, groups[0]),
+        FakeFunction("0000:05:00.1", "040300", "10de", "1aef", a_audio, groups[0]),
+        FakeFunction(GPU_B, "030000", "10de", "2204", b_gpu, groups[1]),
+        FakeFunction("0000:0a:00.1", "040300", "10de", "1aef", b_audio, groups[1]),
+    ]
+    return Profile(DUAL_LSPCI, tuple(functions))
+
+
+_VFIO4: Final = ("vfio-pci", "vfio-pci", "vfio-pci", "vfio-pci")
+# Two GPUs, each in its own group with its audio function: both assignable.
+DUAL_VFIO: Final = _dual(("12", "13"), _VFIO4)
+# No ACS: both GPUs, their audio functions and the root port share group 12.
+TWO_GPUS_ONE_GROUP: Final = _dual(("12", "12"), _VFIO4, root_port_group="12")
+# GPU A's audio function is on the host's snd_hda_intel: group 12 is not viable.
+AUDIO_ON_HOST: Final = _dual(("12", "13"), ("vfio-pci", "snd_hda_intel", "vfio-pci", "vfio-pci"))
+# The root port (pcieport, a bridge) shares GPU A's group: still viable.
+BRIDGE_IN_GROUP: Final = _dual(("12", "13"), _VFIO4, root_port_group="12")
+# GPU A on a vendor's variant of vfio-pci: assignable.
+VARIANT_DRIVER: Final = _dual(
+    ("12", "13"), ("nvgrace-gpu-vfio-pci", "vfio-pci", "vfio-pci", "vfio-pci")
+)
+
+
+__all__ += [
+    "AUDIO_ON_HOST",
+    "BRIDGE_IN_GROUP",
+    "DUAL_VFIO",
+    "GPU_A",
+    "GPU_B",
+    "TWO_GPUS_ONE_GROUP",
+    "VARIANT_DRIVER",
+    "fall_off_bus",
+    "remove_vfio_node",
+    "set_aer_total",
+    "set_health_file",
+    "vanish",
+    "write_passthrough",
 ]

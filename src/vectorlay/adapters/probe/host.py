@@ -46,6 +46,7 @@ import psutil
 import vectorlay
 from vectorlay.adapters.probe import lspci, sysfs
 from vectorlay.adapters.probe.disk import read_disk
+from vectorlay.adapters.probe.gpustate import GpuStateReader
 from vectorlay.adapters.probe.nvidia_smi import mean_utilization, query_utilization
 from vectorlay.adapters.probe.pci import PciFunction, gpu_line, is_gpu, to_gpu
 from vectorlay.adapters.probe.procfs import (
@@ -69,6 +70,7 @@ from vectorlay.domain.agent.disk import (
 from vectorlay.domain.hostreport import is_ready
 from vectorlay.domain.messages import (
     Dependency,
+    Gpu,
     Hardware,
     HostMetrics,
     HostReport,
@@ -85,6 +87,21 @@ DEFAULT_COMMAND_TIMEOUT: Final = 5.0
 GIB: Final = 1 << 30
 # Dependencies in the order reports list them; vfio and disk come last.
 TOOLS: Final = ("containerd", "nerdctl", "kata-runtime", "virtiofsd")
+
+
+def engine_tools(engine: str) -> tuple[str, ...]:
+    """The tools checked with ``engine``: containerd only where the engine runs on it.
+
+    nerdctl and Docker (dockerd >= 23 starts Kata's containerd shim) need
+    containerd; Podman drives its OCI runtime through conmon, without it.
+    """
+    if engine == "nerdctl":
+        return TOOLS
+    if engine == "podman":
+        return (engine, "kata-runtime", "virtiofsd")
+    return ("containerd", engine, "kata-runtime", "virtiofsd")
+
+
 GPU_SOURCE_LSPCI: Final = "lspci"
 GPU_SOURCE_SYSFS: Final = "sysfs"
 NVIDIA_DRIVER: Final = "nvidia"
@@ -99,7 +116,7 @@ class _Facts:
 
 
 def host_root(env: Mapping[str, str], var: str, default: str) -> Path:
-    """``$HOST_PROC`` / ``$HOST_SYS``, or the default when unset or empty."""
+    """``$HOST_PROC`` / ``$HOST_SYS`` / ``$HOST_DEV``, or the default when unset or empty."""
     return Path(env.get(var) or default)
 
 
@@ -108,35 +125,47 @@ class HostProbe:
 
     ``host_proc``/``host_sys`` of ``None`` mean ``$HOST_PROC``/``$HOST_SYS``
     from the environment at construction time, else ``/proc`` and ``/sys``.
-    ``nerdctl`` is a name looked up on ``PATH`` or a path (with a ``/``).
+    ``engine`` picks the tools checked (:func:`engine_tools`);
+    ``engine_cli`` (``nerdctl`` is its former name) is the engine's command,
+    a name looked up on ``PATH`` or a path (with a ``/``).
     """
 
     def __init__(
         self,
         *,
         data_path: Path,
-        nerdctl: str = "nerdctl",
+        engine: str = "nerdctl",
+        engine_cli: str | None = None,
+        nerdctl: str | None = None,
         host_proc: Path | None = None,
         host_sys: Path | None = None,
+        host_dev: Path | None = None,
         command_timeout: float = DEFAULT_COMMAND_TIMEOUT,
         image_store: Path | None = None,
         min_free_gb: int = DEFAULT_MIN_FREE_GB,
         disk_reader: Callable[[Path], DiskReading] = read_disk,
     ) -> None:
         self.data_path = Path(data_path)
-        self.image_store = image_store if image_store is not None else default_image_store()
+        self.engine = engine
+        self.engine_cli = engine_cli or nerdctl or engine
+        self.tools = engine_tools(engine)
+        self.image_store = image_store if image_store is not None else default_image_store(engine)
         self.min_free_gb = min_free_gb
         self._disk_reader = disk_reader
         self._disk_gate = _ThreadGate()
-        self.nerdctl = nerdctl
         self.host_proc = (
             host_proc if host_proc is not None else host_root(os.environ, "HOST_PROC", "/proc")
         )
         self.host_sys = (
             host_sys if host_sys is not None else host_root(os.environ, "HOST_SYS", "/sys")
         )
+        self.host_dev = (
+            host_dev if host_dev is not None else host_root(os.environ, "HOST_DEV", "/dev")
+        )
         self.command_timeout = command_timeout
         self._gpus: tuple[PciFunction, ...] | None = None
+        self._gpu_state = GpuStateReader(self.host_sys, self.host_dev)
+        self._reported: list[Gpu] | None = None  # the GPUs of the last report
         self._statvfs = _ThreadGate()
 
     # --- the port --------------------------------------------------------------
@@ -159,8 +188,8 @@ class HostProbe:
 
         async with anyio.create_task_group() as group:
             group.start_soon(discover)
-            for name in TOOLS:
-                group.start_soon(check, name, self.nerdctl if name == "nerdctl" else name)
+            for name in self.tools:
+                group.start_soon(check, name, self.engine_cli if name == self.engine else name)
             facts = await anyio.to_thread.run_sync(self._read_facts)
             found["vfio"] = await anyio.to_thread.run_sync(
                 check_vfio, self.host_proc, self.host_sys
@@ -168,7 +197,9 @@ class HostProbe:
             storage = await self._storage()
             found[DISK] = (await self.disk()).dependency
         self._gpus = tuple(gpus)
-        dependencies = [found[name] for name in (*TOOLS, "vfio", DISK)]
+        self._reported = [to_gpu(g) for g in gpus]
+        assessed = await anyio.to_thread.run_sync(self._gpu_state.read, self._reported)
+        dependencies = [found[name] for name in (*self.tools, "vfio", DISK)]
         memory = facts.memory
         hardware = Hardware(
             hostname=facts.hostname,
@@ -177,7 +208,7 @@ class HostProbe:
             ram_gb=_gib(memory.total_bytes) if memory else 0,
             storage=storage,
             gpu_info=[gpu_line(g) for g in gpus],
-            gpus=[to_gpu(g) for g in gpus],
+            gpus=assessed,
             gpu_source=source[0],
         )
         return HostReport(
@@ -218,6 +249,11 @@ class HostProbe:
 
     def _read_disk(self, path: str) -> DiskReading:
         return self._disk_reader(Path(path))
+
+    async def gpus(self) -> list[Gpu]:
+        if self._reported is None:
+            self._reported = [to_gpu(g) for g in sysfs.read_gpu_functions(self.host_sys)]
+        return await anyio.to_thread.run_sync(self._gpu_state.read, self._reported)
 
     # --- GPUs ------------------------------------------------------------------
 

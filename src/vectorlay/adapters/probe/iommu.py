@@ -15,17 +15,15 @@ Every read is defensive: a missing file means "unknown" for that one fact.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Final
 
 from vectorlay.adapters.probe.pci import normalize_address
-from vectorlay.adapters.probe.sysfs import devices_dir, driver_of
+from vectorlay.adapters.probe.sysfs import class_of, driver_of
 from vectorlay.domain.agent.passthrough import GroupMember, IommuGroup
 from vectorlay.domain.validation import IOMMU_GROUP_RE
 
 IOMMU_GROUPS: Final = Path("kernel/iommu_groups")
-_HEX_CLASS: Final = re.compile(r"0x([0-9a-fA-F]{4})[0-9a-fA-F]{2}")
 
 
 def groups_dir(sys_root: Path) -> Path:
@@ -58,7 +56,7 @@ def read_group(sys_root: Path, number: str) -> IommuGroup | None:
             GroupMember(
                 address=address,
                 driver=driver if isinstance(driver, str) else None,
-                class_id=_class_of(sys_root, address),
+                class_id=class_of(sys_root, address),
             )
         )
     return IommuGroup(number=number, members=tuple(members))
@@ -89,18 +87,9 @@ def vfio_device_present(dev_root: Path, number: str) -> bool:
     return True
 
 
-def _class_of(sys_root: Path, address: str) -> str | None:
-    try:
-        with open(devices_dir(sys_root) / address / "class", "rb") as fh:
-            raw = fh.read(32)
-    except OSError:
-        return None
-    match = _HEX_CLASS.fullmatch(raw.decode("ascii", "replace").strip())
-    return match.group(1).lower() if match else None
-
-
 __all__ = [
     "IOMMU_GROUPS",
+    "class_of",
     "groups_dir",
     "has_iommu_groups",
     "read_group",

@@ -126,6 +126,11 @@ def iommu_group_of(sys_root: Path, address: str) -> str | None:
     return group if IOMMU_GROUP_RE.fullmatch(group) else None
 
 
+def class_of(sys_root: Path, address: str) -> str | None:
+    """The function's class as four hex digits (``0403``), ``None`` when unreadable."""
+    return _read_match(devices_dir(sys_root) / address / "class", _HEX_CLASS)
+
+
 def module_present(sys_root: Path, name: str) -> bool:
     """``$HOST_SYS/module/<name>`` exists: the module is loaded or built into the kernel."""
     return (sys_root / "module" / name).is_dir()
@@ -145,6 +150,7 @@ __all__ = [
     "ABSENT",
     "PCI_DEVICES",
     "Absent",
+    "class_of",
     "devices_dir",
     "driver_of",
     "iommu_group_of",

@@ -6,6 +6,8 @@ Real ``--version`` first lines this module reads (fixtures in
     containerd github.com/containerd/containerd v1.7.3 7880925980b1…
     containerd github.com/containerd/containerd/v2 v2.2.1 dea7da592f5d…
     nerdctl version 2.2.1
+    Docker version 28.2.2, build e6534b4
+    podman version 4.3.1
     kata-runtime  : 3.0.0            (then "commit" and "OCI specs" lines)
     virtiofsd 1.14.0                 (Rust virtiofsd)
     virtiofsd backend 1.7.0          (Debian's build of the Rust one)
@@ -40,6 +42,8 @@ VERSION_PATTERNS: Final[dict[str, re.Pattern[str]]] = {
     # "containerd <module path or package name> <version> <commit>"
     "containerd": re.compile(rf"containerd\s+\S+\s+{_VERSION}{_END}"),
     "nerdctl": re.compile(rf"nerdctl\s+version\s+{_VERSION}{_END}"),
+    "docker": re.compile(rf"Docker\s+version\s+{_VERSION}(?:,|{_END})"),
+    "podman": re.compile(rf"podman\s+version\s+{_VERSION}{_END}"),
     "kata-runtime": re.compile(rf"kata-runtime\s*:\s*{_VERSION}{_END}"),
     "virtiofsd": re.compile(rf"virtiofsd(?:\s+backend|\s+version)?\s+{_VERSION}{_END}"),
 }

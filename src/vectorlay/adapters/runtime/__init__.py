@@ -9,9 +9,12 @@ One concern per module:
 - :mod:`.output`: ``inspect`` objects read into replica states.
 - :mod:`.stderr`: nerdctl's logrus error text read into :mod:`vectorlay.errors`.
 - :mod:`.events`: the long-lived ``events`` process and its restarts.
-- :mod:`.nerdctl`: what is nerdctl's own (default OCI runtime, ``ps`` lines,
-  event lines); another engine gets a module beside it.
-- :mod:`.runtime`: :class:`NerdctlRuntime`, the ``Runtime`` port.
+- :mod:`.engines`: the engines (nerdctl, Docker, Podman) and their default
+  OCI runtimes; :mod:`.dialect`: what one engine does its own way.
+- :mod:`.nerdctl`, :mod:`.docker`, :mod:`.podman`: each engine's ``ps``
+  output, event lines and error texts.
+- :mod:`.runtime`: :class:`EngineRuntime` (also ``NerdctlRuntime``), the
+  ``Runtime`` port.
 
 The names below are loaded on first use, so that reading a default (the
 settings read :data:`DEFAULT_OCI_RUNTIME`) does not load the process and
@@ -33,6 +36,13 @@ if TYPE_CHECKING:
         run_argv,
         stop_argv,
     )
+    from vectorlay.adapters.runtime.dialect import Dialect
+    from vectorlay.adapters.runtime.engines import (
+        DEFAULT_ENGINE,
+        ENGINES,
+        default_oci_runtime,
+        load_dialect,
+    )
     from vectorlay.adapters.runtime.envfile import env_file_bytes, prepare_env_dir
     from vectorlay.adapters.runtime.labels import (
         GPU_SEPARATOR,
@@ -47,12 +57,18 @@ if TYPE_CHECKING:
         parse_ps,
     )
     from vectorlay.adapters.runtime.output import Listed, PsEntry, parse_inspect, replica_status
-    from vectorlay.adapters.runtime.runtime import NerdctlRuntime
+    from vectorlay.adapters.runtime.runtime import EngineRuntime, NerdctlRuntime
     from vectorlay.adapters.runtime.stderr import error_class, nerdctl_error
 
 # Public name -> the module (in this package) that defines it.
 _HOMES: Final = {
+    "DEFAULT_ENGINE": "engines",
     "DEFAULT_OCI_RUNTIME": "nerdctl",
+    "Dialect": "dialect",
+    "ENGINES": "engines",
+    "EngineRuntime": "runtime",
+    "default_oci_runtime": "engines",
+    "load_dialect": "engines",
     "GPU_SEPARATOR": "labels",
     "LABEL_GPUS": "labels",
     "LABEL_REPLICA_ID": "labels",
@@ -93,19 +109,25 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "DEFAULT_ENGINE",
     "DEFAULT_OCI_RUNTIME",
+    "ENGINES",
     "GPU_SEPARATOR",
     "LABEL_GPUS",
     "LABEL_REPLICA_ID",
     "ContainerEvent",
+    "Dialect",
+    "EngineRuntime",
     "Listed",
     "NerdctlRuntime",
     "PsEntry",
     "check_spec",
+    "default_oci_runtime",
     "env_file_bytes",
     "error_class",
     "events_argv",
     "inspect_argv",
+    "load_dialect",
     "nerdctl_error",
     "parse_event",
     "parse_gpu_label",

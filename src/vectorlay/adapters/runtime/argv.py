@@ -48,22 +48,23 @@ def run_argv(
     ]
     if spec.gpus:
         argv += ["--label", f"{LABEL_GPUS}={gpu_label(spec.gpus)}"]
-    for gpu in spec.gpus:
-        argv += ["--device", vfio_device(gpu)]
+    # VFIO hands over whole groups: one device node per group, however many GPUs it holds.
+    for device in dict.fromkeys(vfio_device(gpu) for gpu in spec.gpus):
+        argv += ["--device", device]
     if env_file is not None:
         argv += ["--env-file", env_file]
     argv.append(spec.image)
     return argv
 
 
-def ps_argv(nerdctl: str) -> list[str]:
+def ps_argv(nerdctl: str, fmt: str = "{{json .}}") -> list[str]:
     return [
         nerdctl,
         "ps",
         "-a",
         "--no-trunc",
         "--format",
-        "{{json .}}",
+        fmt,
         "--filter",
         f"label={LABEL_REPLICA_ID}",
     ]
@@ -83,8 +84,8 @@ def rm_argv(nerdctl: str, name: str) -> list[str]:
     return [nerdctl, "rm", "-f", name]
 
 
-def events_argv(nerdctl: str) -> list[str]:
-    return [nerdctl, "events", "--format", "{{json .}}"]
+def events_argv(nerdctl: str, fmt: str = "{{json .}}") -> list[str]:
+    return [nerdctl, "events", "--format", fmt]
 
 
 def images_argv(nerdctl: str) -> list[str]:

@@ -61,24 +61,30 @@ async def event_changes(
     restart_cap: float,
     settle: float,
     debounce: float,
+    cwd: str | None = None,
 ) -> AsyncGenerator[None, None]:
-    """Follow ``argv`` for ever, restarting it whenever it ends."""
+    """Follow ``argv`` for ever (run in ``cwd``), restarting it whenever it ends."""
     delay = restart_delay
     while True:
         began = anyio.current_time()
-        stream = _event_stream(argv, relevant, settle=settle, debounce=debounce)
+        stream = _event_stream(argv, relevant, settle=settle, debounce=debounce, cwd=cwd)
         async with aclosing(stream):
             async for _ in stream:
                 yield
         if anyio.current_time() - began >= HEALTHY_STREAM_SECONDS:
             delay = restart_delay
-        log.warning("nerdctl events stopped; restarting it in %.1f s", delay)
+        log.warning("%s events stopped; restarting it in %.1f s", argv[0], delay)
         await anyio.sleep(delay)
         delay = min(delay * 2, restart_cap)
 
 
 async def _event_stream(
-    argv: list[str], relevant: Callable[[bytes], bool], *, settle: float, debounce: float
+    argv: list[str],
+    relevant: Callable[[bytes], bool],
+    *,
+    settle: float,
+    debounce: float,
+    cwd: str | None = None,
 ) -> AsyncGenerator[None, None]:
     """Yield once when the stream is up, then after each burst of relevant events."""
     try:
@@ -88,6 +94,7 @@ async def _event_stream(
             # Its stderr is never read: a full pipe must not stall it.
             stderr=subprocess.DEVNULL,
             start_new_session=True,
+            cwd=cwd,
         )
     except OSError as exc:
         log.warning("cannot run %s events: %s", argv[0], exc.strerror or exc)
@@ -117,7 +124,7 @@ async def _event_stream(
         with anyio.CancelScope(shield=True):
             kill_group(process)
             await process.aclose()
-        log.debug("nerdctl events exited with %s", process.returncode)
+        log.debug("%s events exited with %s", argv[0], process.returncode)
 
 
 __all__ = ["HEALTHY_STREAM_SECONDS", "LineReader", "event_changes"]

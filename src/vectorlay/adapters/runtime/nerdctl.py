@@ -18,12 +18,15 @@ from typing import Final
 
 import msgspec
 
+from vectorlay.adapters.runtime.dialect import Dialect
+from vectorlay.adapters.runtime.engines import KATA_SHIM
 from vectorlay.adapters.runtime.output import PsEntry
+from vectorlay.adapters.runtime.stderr import fatal_message, is_no_such_container
 from vectorlay.domain.agent.imagegc import Image, normalize_ref
 from vectorlay.errors import ContainerRuntimeError
 
 # Kata's containerd shim: one micro-VM per container.
-DEFAULT_OCI_RUNTIME: Final = "io.containerd.kata.v2"
+DEFAULT_OCI_RUNTIME: Final = KATA_SHIM
 
 
 # --- ps ----------------------------------------------------------------------
@@ -138,6 +141,17 @@ def changed_container(line: bytes) -> str | None:
     if event.process_id and event.container_id and event.process_id != event.container_id:
         return None
     return event.container_id
+
+
+DIALECT: Final = Dialect(
+    name="nerdctl",
+    ps_format="{{json .}}",
+    events_format="{{json .}}",
+    parse_ps=parse_ps,
+    changed_container=changed_container,
+    error_message=fatal_message,
+    no_such_container=is_no_such_container,
+)
 
 
 # --- images --------------------------------------------------------------------
@@ -255,6 +269,7 @@ def is_in_use(message: str) -> bool:
 
 __all__ = [
     "DEFAULT_OCI_RUNTIME",
+    "DIALECT",
     "WATCHED_TOPICS",
     "ContainerEvent",
     "changed_container",

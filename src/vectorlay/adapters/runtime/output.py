@@ -78,7 +78,7 @@ def parse_inspect(text: str) -> list[Listed]:
         items = _INSPECT_DECODER.decode(text)
     except msgspec.DecodeError as exc:
         raise ContainerRuntimeError(
-            f"nerdctl inspect printed something other than a container list: {exc}"
+            f"inspect printed something other than a container list: {exc}"
         ) from None
     listed: list[Listed] = []
     for item in items:
@@ -101,7 +101,9 @@ def _container_state(item: _Inspected) -> ContainerState | None:
     raw = item.state.status if item.state is not None else ""
     code = item.state.exit_code if item.state is not None else None
     status, exit_code = replica_status(raw, code)
-    image = item.image or (item.config.image if item.config is not None else "")
+    # Config.Image is the reference on every engine; Podman's and Docker's
+    # top-level Image is the image id.
+    image = (item.config.image if item.config is not None else "") or item.image
     gpus = parse_gpu_label(labels.get(LABEL_GPUS, ""), item.id)
     return ContainerState(replica_id, status, exit_code, gpus, image)
 

@@ -1,24 +1,31 @@
-"""Replica containers through nerdctl: one Kata micro-VM per container.
+"""Replica containers through a container engine: one Kata micro-VM per container.
 
-:class:`NerdctlRuntime` is the :class:`~vectorlay.ports.Runtime` port.  Every
+:class:`EngineRuntime` is the :class:`~vectorlay.ports.Runtime` port, on
+nerdctl (the default), Docker or Podman; what differs between them comes
+from the engine's :class:`~vectorlay.adapters.runtime.dialect.Dialect`
+(:mod:`.nerdctl`, :mod:`.docker`, :mod:`.podman`).  ``NerdctlRuntime`` is
+the same class under its former name.  Every
 call runs as an argv list from :mod:`~vectorlay.adapters.runtime.argv`, never
 through a shell, through :func:`~vectorlay.adapters.commands.run_command`:
 with a timeout after which the call and everything it started are killed.
 
-- :meth:`NerdctlRuntime.run` passes env values through a private env file
+- :meth:`EngineRuntime.run` passes env values through a private env file
   (:mod:`~vectorlay.adapters.runtime.envfile`), never on argv.
-- :meth:`NerdctlRuntime.list` finds managed containers with ``nerdctl ps``
-  and reads their labels from ``nerdctl inspect --type container`` (a JSON
-  object).
-- :meth:`NerdctlRuntime.changes` follows ``nerdctl events``
+- :meth:`EngineRuntime.list` finds managed containers with ``ps`` and reads
+  their labels from ``inspect --type container`` (a JSON object).
+- :meth:`EngineRuntime.changes` follows the engine's ``events``
   (:mod:`~vectorlay.adapters.runtime.events`) and yields when a managed
-  container starts, exits or goes away; or polls ``nerdctl ps``.
+  container starts, exits or goes away; or polls ``ps``.
+
+The engine runs in the env directory: conmon (Podman) drops an ``oom``
+marker file into the working directory of whoever ran it.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Sequence
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
@@ -40,6 +47,7 @@ from vectorlay.adapters.runtime.argv import (
     run_argv,
     stop_argv,
 )
+from vectorlay.adapters.runtime.engines import DEFAULT_ENGINE, default_oci_runtime, load_dialect
 from vectorlay.adapters.runtime.envfile import (
     check_env_dir,
     env_file,
@@ -47,22 +55,9 @@ from vectorlay.adapters.runtime.envfile import (
     prepare_env_dir,
 )
 from vectorlay.adapters.runtime.events import event_changes
-
-# What is nerdctl's own (as against Docker's or Podman's) comes from here only.
-from vectorlay.adapters.runtime.nerdctl import (
-    DEFAULT_OCI_RUNTIME,
-    changed_container,
-    parse_ps,
-    ps_status_key,
-)
+from vectorlay.adapters.runtime.nerdctl import ps_status_key
 from vectorlay.adapters.runtime.output import Listed, one_per_replica, parse_inspect
-from vectorlay.adapters.runtime.stderr import (
-    clip,
-    failure,
-    fatal_message,
-    is_no_such_container,
-    worded_for_result,
-)
+from vectorlay.adapters.runtime.stderr import clip, failure, worded_for_result
 from vectorlay.domain.agent.replicas import ContainerSpec, ContainerState, container_name
 from vectorlay.domain.messages import ReplicaStatus
 from vectorlay.errors import (
@@ -82,7 +77,7 @@ STDOUT_LIMIT: Final = 1024 * 1024
 STDERR_TAIL: Final = 64 * 1024
 
 Watch = Literal["events", "poll"]
-# Aliases for annotations inside NerdctlRuntime, whose list() hides the builtin.
+# Aliases for annotations inside EngineRuntime, whose list() hides the builtin.
 Argv = list[str]
 ListedItems = list[Listed]
 
@@ -100,8 +95,13 @@ class _ReplicaLock:
     users: int = 0
 
 
-class NerdctlRuntime:
-    """The :class:`~vectorlay.ports.Runtime` port on nerdctl.
+class EngineRuntime:
+    """The :class:`~vectorlay.ports.Runtime` port on nerdctl, Docker or Podman.
+
+    ``engine`` names the engine (:data:`~.engines.ENGINES`) and ``cli`` the
+    command that drives it (the engine's name on ``PATH`` by default;
+    ``nerdctl`` is its former name).  ``oci_runtime`` defaults per engine
+    (:data:`~.engines.DEFAULT_OCI_RUNTIMES`).
 
     ``call_timeout`` bounds ``ps``, ``inspect`` and ``rm``; ``run_timeout``
     bounds ``run`` (it pulls the image); ``stop`` gets ``grace`` plus
@@ -109,14 +109,16 @@ class NerdctlRuntime:
     once, and the calls for one replica are serialized; listing has its own
     lane, so a slow image pull never delays exit detection.  ``watch``
     picks how :meth:`changes` learns of exits: ``"events"`` (default) or
-    ``"poll"`` (``nerdctl ps`` every ``poll_interval`` seconds).
+    ``"poll"`` (``ps`` every ``poll_interval`` seconds).
     """
 
     def __init__(
         self,
         *,
-        nerdctl: str = "nerdctl",
-        oci_runtime: str = DEFAULT_OCI_RUNTIME,
+        engine: str = DEFAULT_ENGINE,
+        cli: str | None = None,
+        nerdctl: str | None = None,
+        oci_runtime: str | None = None,
         env_dir: Path,
         call_timeout: float = 30.0,
         run_timeout: float = 600.0,
@@ -128,10 +130,25 @@ class NerdctlRuntime:
         events_settle: float = 0.5,
         debounce: float = 0.05,
     ) -> None:
-        if not nerdctl:
-            raise ConfigError("nerdctl path must not be empty")
+        try:
+            self._dialect = load_dialect(engine)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        command = cli if cli is not None else nerdctl if nerdctl is not None else engine
+        if not command:
+            raise ConfigError(f"{engine} path must not be empty")
+        if os.sep in command:
+            # The engine runs in the env directory: a relative path must not move with it.
+            command = os.path.abspath(command)
+        if oci_runtime is None:
+            oci_runtime = default_oci_runtime(engine)
         if not oci_runtime or oci_runtime.startswith("-") or any(c.isspace() for c in oci_runtime):
             raise ConfigError(f"not an OCI runtime name: {oci_runtime!r}")
+        if engine == "podman" and "kata" in oci_runtime:
+            log.warning(
+                "podman runs Kata 1.x only (Kata >= 2 has no OCI command line for it); "
+                "for Kata micro-VMs use --engine nerdctl or docker"
+            )
         for name, value in (
             ("call_timeout", call_timeout),
             ("run_timeout", run_timeout),
@@ -145,9 +162,11 @@ class NerdctlRuntime:
         if watch not in ("events", "poll"):
             raise ConfigError(f"watch must be 'events' or 'poll', not {watch!r}")
         check_env_dir(env_dir)
-        self._nerdctl = nerdctl
+        self._nerdctl = command
+        self._engine = engine
         self._oci_runtime = oci_runtime
         self._env_dir = prepare_env_dir(env_dir)
+        self._cwd = str(self._env_dir)
         self._call_timeout = call_timeout
         self._run_timeout = run_timeout
         self._watch: Watch = watch
@@ -195,28 +214,36 @@ class NerdctlRuntime:
                     timeout=grace_seconds(grace) + self._call_timeout,
                     what=f"stop {name}",
                 )
-                if output.returncode != 0 and not is_no_such_container(output.stderr):
+                if output.returncode != 0 and not self._dialect.no_such_container(output.stderr):
                     log.warning(
-                        "nerdctl stop %s: %s; removing it by force", name, self._failure(output)
+                        "%s stop %s: %s; removing it by force",
+                        self._engine,
+                        name,
+                        self._failure(output),
                     )
             except RuntimeTimeout as exc:
                 log.warning("%s; removing it by force", exc)
             output = await self._call(
                 rm_argv(self._nerdctl, name), timeout=self._call_timeout, what=f"rm {name}"
             )
-            # With -f, nerdctl exits 0 even when removal failed: read its log.
-            failed = output.returncode != 0 or fatal_message(output.stderr) is not None
-            if failed and not is_no_such_container(output.stderr):
+            # With -f, nerdctl (and Docker on a missing container) exits 0
+            # even when removal failed: read its log.
+            failed = output.returncode != 0 or self._error_message(output) is not None
+            if failed and not self._dialect.no_such_container(output.stderr):
                 raise self._failure(output)
 
     async def list(self) -> Sequence[ContainerState]:
         async with self._list_lock:
             before = set(self._known_ids)
-            output = await self._call(ps_argv(self._nerdctl), timeout=self._call_timeout, what="ps")
+            output = await self._call(
+                ps_argv(self._nerdctl, self._dialect.ps_format),
+                timeout=self._call_timeout,
+                what="ps",
+            )
             if output.returncode != 0:
                 raise self._failure(output)
             refs: Argv = []
-            for entry in parse_ps(output.stdout):
+            for entry in self._dialect.parse_ps(output.stdout):
                 if CONTAINER_ID_RE.fullmatch(entry.container_id):
                     refs.append(entry.container_id)
                 else:
@@ -233,12 +260,13 @@ class NerdctlRuntime:
             self._poll_changes()
             if self._watch == "poll"
             else event_changes(
-                events_argv(self._nerdctl),
+                events_argv(self._nerdctl, self._dialect.events_format),
                 self._relevant,
                 restart_delay=self._restart_delay,
                 restart_cap=self._restart_cap,
                 settle=self._settle,
                 debounce=self._debounce,
+                cwd=self._cwd,
             )
         )
         async with aclosing(source):
@@ -252,15 +280,17 @@ class NerdctlRuntime:
     ) -> _Output:
         started = anyio.current_time()
         try:
-            result = await run_command(argv, timeout=timeout, limit=limit, stderr_tail=STDERR_TAIL)
+            result = await run_command(
+                argv, timeout=timeout, limit=limit, stderr_tail=STDERR_TAIL, cwd=self._cwd
+            )
         finally:
-            log.debug("nerdctl %s: %.3f s", what, anyio.current_time() - started)
+            log.debug("%s %s: %.3f s", self._engine, what, anyio.current_time() - started)
         if result.error is not None:
             raise RuntimeNotInstalled(f"cannot run {self._nerdctl}: {result.error}")
         if result.timed_out:
-            raise RuntimeTimeout(f"nerdctl {what} did not finish within {timeout:g} s")
+            raise RuntimeTimeout(f"{self._engine} {what} did not finish within {timeout:g} s")
         if result.returncode is None:
-            raise ContainerRuntimeError(f"nerdctl {what} printed more than {limit} bytes")
+            raise ContainerRuntimeError(f"{self._engine} {what} printed more than {limit} bytes")
         return _Output(
             result.returncode,
             result.stdout.decode("utf-8", "replace"),
@@ -268,7 +298,16 @@ class NerdctlRuntime:
         )
 
     def _failure(self, output: _Output, secret_values: Iterable[str] = ()) -> ContainerRuntimeError:
-        return failure(output.returncode, output.stderr, secret_values)
+        return failure(
+            output.returncode,
+            output.stderr,
+            secret_values,
+            self._dialect.error_message,
+            self._engine,
+        )
+
+    def _error_message(self, output: _Output) -> str | None:
+        return self._dialect.error_message(output.stderr)
 
     @asynccontextmanager
     async def _exclusive(self, replica_id: str) -> AsyncIterator[None]:
@@ -300,7 +339,9 @@ class NerdctlRuntime:
         except ContainerRuntimeError as exc:
             log.warning("could not remove %s after a failed run: %s", name, exc)
             return
-        if fatal_message(output.stderr) is not None and not is_no_such_container(output.stderr):
+        if self._error_message(output) is not None and not self._dialect.no_such_container(
+            output.stderr
+        ):
             log.warning("could not remove %s after a failed run: %s", name, self._failure(output))
 
     async def _inspect(self, refs: Sequence[str]) -> ListedItems:
@@ -310,9 +351,9 @@ class NerdctlRuntime:
             what="inspect",
             limit=INSPECT_OUTPUT_LIMIT,
         )
-        # A container removed between ps and inspect is simply gone; nerdctl
-        # still prints the others and exits 1.
-        if output.returncode != 0 and not is_no_such_container(output.stderr):
+        # A container removed between ps and inspect is simply gone; the
+        # engine still prints the others and exits non-zero.
+        if output.returncode != 0 and not self._dialect.no_such_container(output.stderr):
             raise self._failure(output)
         return parse_inspect(output.stdout)
 
@@ -330,7 +371,7 @@ class NerdctlRuntime:
             # nerdctl said it started the container, and says now that there is
             # none: reporting it running would hold its GPUs for a ghost.
             raise ContainerRuntimeError(
-                f"nerdctl run exited 0, but no container {spec.name} exists afterwards"
+                f"{self._engine} run exited 0, but no container {spec.name} exists afterwards"
             )
         # Inspect itself failed: nerdctl run -d returns once the task started.
         return ContainerState(
@@ -344,7 +385,7 @@ class NerdctlRuntime:
     # --- watching ----------------------------------------------------------
 
     def _relevant(self, line: bytes) -> bool:
-        container_id = changed_container(line)
+        container_id = self._dialect.changed_container(line)
         if container_id is None:
             return False
         return container_id in self._known_ids or self._starting > 0
@@ -356,11 +397,14 @@ class NerdctlRuntime:
             snapshot: frozenset[tuple[str, str]] | None
             try:
                 output = await self._call(
-                    ps_argv(self._nerdctl), timeout=self._call_timeout, what="ps"
+                    ps_argv(self._nerdctl, self._dialect.ps_format),
+                    timeout=self._call_timeout,
+                    what="ps",
                 )
                 snapshot = (
                     frozenset(
-                        (e.container_id, ps_status_key(e.status)) for e in parse_ps(output.stdout)
+                        (e.container_id, ps_status_key(e.status))
+                        for e in self._dialect.parse_ps(output.stdout)
                     )
                     if output.returncode == 0
                     else None
@@ -384,7 +428,16 @@ def _last_line(text: str) -> str:
 if TYPE_CHECKING:
     from vectorlay import ports
 
-    _runtime: ports.Runtime = NerdctlRuntime(env_dir=Path("/nonexistent"))
+    _runtime: ports.Runtime = EngineRuntime(env_dir=Path("/nonexistent"))
 
+# The former name, kept for callers that name the nerdctl runtime.
+NerdctlRuntime = EngineRuntime
 
-__all__ = ["INSPECT_OUTPUT_LIMIT", "STDERR_TAIL", "STDOUT_LIMIT", "NerdctlRuntime", "Watch"]
+__all__ = [
+    "INSPECT_OUTPUT_LIMIT",
+    "STDERR_TAIL",
+    "STDOUT_LIMIT",
+    "EngineRuntime",
+    "NerdctlRuntime",
+    "Watch",
+]

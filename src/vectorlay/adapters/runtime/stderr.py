@@ -10,7 +10,7 @@ matched by :func:`error_class` come from real captures
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Final
 
 from vectorlay.domain.agent.replicas import ContainerSpec
@@ -115,15 +115,22 @@ def short_message(raw: str) -> str:
     return clip(" ".join("; ".join(lines).split()), MAX_MESSAGE_CHARS)
 
 
-def nerdctl_error(stderr: str, secrets: Iterable[str] = ()) -> str | None:
+def nerdctl_error(
+    stderr: str,
+    secrets: Iterable[str] = (),
+    reader: Callable[[str], str | None] | None = None,
+) -> str | None:
     """A short message for what nerdctl said went wrong, or ``None``.
+
+    ``reader`` finds the error in another engine's stderr (its dialect's
+    ``error_message``); nerdctl's logrus entries by default.
 
     ``secrets`` are replaced before the text is shortened: cut at the length
     limit or with its spaces squeezed, a value would no longer match, and a
     piece of it would get through.
     """
     values = list(secrets)
-    raw = fatal_message(stderr)
+    raw = (reader or fatal_message)(stderr)
     if raw is not None:
         return short_message(redact_text(raw, values)) or None
     for line in reversed(_ANSI_RE.sub("", stderr).splitlines()):
@@ -152,7 +159,12 @@ def error_class(message: str) -> type[ContainerRuntimeError]:
     text = message.lower()
     if "is already used by id" in text or "is already in use" in text:
         return NameInUse
-    if "binary not installed" in text or "failed to resolve runtime path" in text:
+    if (
+        "binary not installed" in text
+        or "failed to resolve runtime path" in text
+        # Podman: `Error: default OCI runtime "kata" not found: invalid argument`
+        or ("oci runtime" in text and "not found" in text)
+    ):
         return RuntimeNotInstalled
     if "snapshotter not loaded" in text:
         return SnapshotterUnavailable
@@ -160,6 +172,9 @@ def error_class(message: str) -> type[ContainerRuntimeError]:
         "pull access denied" in text
         or "repository does not exist" in text
         or "manifest unknown" in text
+        # Podman and its Docker API with --pull never: `localhost/x:1: image not known`
+        or "image not known" in text
+        or "requested access to the resource is denied" in text
         or ("failed to resolve reference" in text and text.rstrip().endswith("not found"))
     ):
         return ImageNotFound
@@ -167,14 +182,18 @@ def error_class(message: str) -> type[ContainerRuntimeError]:
 
 
 def failure(
-    returncode: int, stderr: str, secret_values: Iterable[str] = ()
+    returncode: int,
+    stderr: str,
+    secret_values: Iterable[str] = (),
+    reader: Callable[[str], str | None] | None = None,
+    engine: str = "nerdctl",
 ) -> ContainerRuntimeError:
     """The error for a call that exited ``returncode``, worded from its stderr.
 
     ``secret_values`` (the env values of the call) never reach the text.
     """
     values = list(secret_values)
-    message = nerdctl_error(stderr, values) or f"nerdctl exited with code {returncode}"
+    message = nerdctl_error(stderr, values, reader) or f"{engine} exited with code {returncode}"
     message = redact_text(message, values)
     return error_class(message)(message)
 

@@ -47,7 +47,7 @@ def build_agent(settings: AgentSettings) -> Agent:
     from vectorlay.adapters.deployrecord import RECORD_FILE_NAME, FileDeployRecord
     from vectorlay.adapters.filesystem import FileConfigStore
     from vectorlay.adapters.probe.host import HostProbe
-    from vectorlay.adapters.runtime import NerdctlRuntime
+    from vectorlay.adapters.runtime import EngineRuntime
     from vectorlay.adapters.runtime.images import NerdctlImages
     from vectorlay.adapters.transport import WebSocketTransport, check_url
 
@@ -57,7 +57,8 @@ def build_agent(settings: AgentSettings) -> Agent:
     policy = HeartbeatPolicy(interval=settings.heartbeat_interval)
     probe = HostProbe(
         data_path=settings.data_path,
-        nerdctl=settings.nerdctl,
+        engine=settings.engine,
+        engine_cli=settings.engine_cli,
         image_store=settings.image_store,
         min_free_gb=settings.min_free_gb,
     )
@@ -78,8 +79,9 @@ def build_agent(settings: AgentSettings) -> Agent:
             ping_after=policy.ping_after,
             pong_timeout=policy.pong_timeout,
         ),
-        runtime=NerdctlRuntime(
-            nerdctl=settings.nerdctl,
+        runtime=EngineRuntime(
+            engine=settings.engine,
+            cli=settings.engine_cli,
             oci_runtime=settings.oci_runtime,
             env_dir=settings.state_dir / "env",
         ),
@@ -87,7 +89,9 @@ def build_agent(settings: AgentSettings) -> Agent:
         store=FileConfigStore(settings.state_dir),
         clock=SystemClock(),
         disk=probe,
-        images=NerdctlImages(nerdctl=settings.nerdctl),
+        # Podman prints its images as one JSON array, which the nerdctl/Docker
+        # parser does not read: no image garbage collection there yet.
+        images=NerdctlImages(nerdctl=settings.engine_cli) if settings.engine != "podman" else None,
         record=FileDeployRecord(settings.state_dir / RECORD_FILE_NAME),
     )
 

@@ -29,7 +29,8 @@ PROG: Final = "vectorlay-agent"
 def main(settings: CheckSettings) -> int:
     probe = HostProbe(
         data_path=settings.data_path,
-        nerdctl=settings.nerdctl,
+        engine=settings.engine,
+        engine_cli=settings.engine_cli,
         image_store=settings.image_store,
         min_free_gb=settings.min_free_gb,
     )
@@ -69,24 +70,47 @@ def render(report: HostReport) -> str:
 
 
 def _gpu_section(gpus: Sequence[Gpu], source: str | None) -> list[str]:
+    """One row per GPU, by IOMMU group: a group's GPUs sit together (they are
+    assigned together), each GPU's problems on the lines below it."""
     via = f", found with {source}" if source else ""
     if not gpus:
         return [f"GPUs     none{via}"]
+    ordered = sorted(gpus, key=_by_group)
+    per_group: dict[str, int] = {}
+    for g in ordered:
+        per_group[g.iommu_group or ""] = per_group.get(g.iommu_group or "", 0) + 1
+    header = ("GROUP", "PCI ADDRESS", "MODEL", "DRIVER", "ASSIGNABLE", "HEALTH")
     rows = [
-        (g.pci_address, g.vendor, g.model, g.driver or "(none)", g.iommu_group or "-") for g in gpus
+        (g.iommu_group or "-", g.pci_address, g.model, g.driver or "(none)", _yes(g), g.health)
+        for g in ordered
     ]
-    lines = [
-        f"GPUs     {len(gpus)}{via}",
-        *_table(("PCI ADDRESS", "VENDOR", "MODEL", "DRIVER", "IOMMU GROUP"), rows),
-    ]
+    table = _table(header, rows)
+    lines = [f"GPUs     {len(gpus)}{via}", table[0]]
+    for row, g in zip(table[1:], ordered, strict=True):
+        lines.append(row)
+        lines.extend(f"      - {problem}" for problem in g.problems)
+    shared = [f"{n} ({count} GPUs)" for n, count in per_group.items() if n and count > 1]
+    if shared:
+        lines.append(
+            f"  IOMMU groups holding several GPUs (assigned together): {', '.join(shared)}"
+        )
     unbound = sum(1 for g in gpus if g.driver is None)
     if unbound:
         lines.append(f"  {unbound} GPU(s) with no driver bound: reported, never assigned")
     slots = len(assignable_slots(gpus))
-    lines.append(
-        f"  {slots} of {len(gpus)} assignable to replicas (bound to vfio-pci, in an IOMMU group)"
-    )
+    lines.append(f"  {slots} of {len(gpus)} assignable to replicas")
     return lines
+
+
+def _by_group(gpu: Gpu) -> tuple[int, str, str]:
+    group = gpu.iommu_group or ""
+    return (int(group) if group.isdigit() else 1 << 30, group, gpu.pci_address)
+
+
+def _yes(gpu: Gpu) -> str:
+    if gpu.assignable is None:
+        return "?"
+    return "yes" if gpu.assignable else "no"
 
 
 def _dependency_row(dep: Dependency) -> tuple[str, ...]:

@@ -38,7 +38,14 @@ from vectorlay.domain.messages import (
     Stop,
     StopResult,
 )
-from vectorlay.errors import ContainerRuntimeError, NameInUse, TransportError
+from vectorlay.errors import (
+    ContainerRuntimeError,
+    ImageNotFound,
+    NameInUse,
+    SnapshotterUnavailable,
+    TransportError,
+    UnsupportedEnvValue,
+)
 from vectorlay.ports import Runtime
 
 log = logging.getLogger("vectorlay.agent")
@@ -207,10 +214,12 @@ class CommandRunner:
         decision = self._table.deploy(payload, refusal=refusal)
         if isinstance(decision, ReportResult):
             if decision.error:
+                decision = _with_unassignable(decision, self._host)
                 log.warning("deploy %s refused: %s", payload.replica_id[:64], decision.error)
             return decision
         assert isinstance(decision, StartContainer)
         spec = decision.spec
+        groups = sorted({g.iommu_group for g in spec.gpus})
         log.info(
             "deploying %s: image %s, %d GPU(s), env %s",
             spec.replica_id,
@@ -235,6 +244,10 @@ class CommandRunner:
             return result
         except ContainerRuntimeError as exc:
             log.warning("deploy %s failed: %s", spec.replica_id, exc)
+            if not isinstance(exc, ImageNotFound | SnapshotterUnavailable | UnsupportedEnvValue):
+                # Not the image (pull, unpack) nor the tenant's values: count it
+                # against the GPUs' groups (PROTOCOL.md 2.1, quarantine).
+                self._host.start_failed(groups, str(exc))
             return self._table.start_failed(spec.replica_id, str(exc))
         except Exception as exc:
             log.exception("deploy %s failed unexpectedly", spec.replica_id)
@@ -242,6 +255,8 @@ class CommandRunner:
                 spec.replica_id, f"internal error: {type(exc).__name__}"
             )
         log.info("replica %s is %s", spec.replica_id, state.status.value)
+        if state.status is ReplicaStatus.RUNNING:
+            self._host.started(groups)
         result = self._table.started(state)
         self._conflicts.check()
         return result
@@ -277,5 +292,24 @@ class CommandRunner:
         return result
 
 
+_LEDGER_REFUSALS = ("not enough free GPUs", "no free IOMMU groups")
+
+
+def _with_unassignable(result: ReportResult, host: HostState) -> ReportResult:
+    """A refusal for want of GPUs, with why the node's other GPUs are not assignable."""
+    if not (result.error or "").startswith(_LEDGER_REFUSALS):
+        return result
+    notes = [
+        f"{g.pci_address}: {g.problems[0] if g.problems else 'not assignable'}"
+        for g in host.report.hardware.gpus
+        if g.assignable is False
+    ]
+    if not notes:
+        return result
+    error = f"{result.error}; not assignable: {'; '.join(notes)}"
+    return ReportResult(result.replica_id, result.status, error)
+
+
 def _payload(result: ReportResult) -> ResultPayload:
-    return ResultPayload(result.replica_id, result.status, result.error)
+    gpus = list(result.gpus) if result.gpus and result.status is ReplicaStatus.RUNNING else None
+    return ResultPayload(result.replica_id, result.status, result.error, gpus)

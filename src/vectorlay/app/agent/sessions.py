@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import anyio
 
@@ -26,16 +25,18 @@ from vectorlay.app.agent.statusboard import StatusBoard
 from vectorlay.app.agent.sync import HostState, RuntimeSync
 from vectorlay.app.agent.waits import sleep_or_until
 from vectorlay.domain.agent.framing import fit_frame
+from vectorlay.domain.agent.gpustate import changed as gpus_changed
 from vectorlay.domain.agent.heartbeat import CloseAction, good_session, on_close
 from vectorlay.domain.agent.identity import NodeConfig
 from vectorlay.domain.agent.replicas import ReplicaTable
 from vectorlay.domain.agent.session import Event, Phase, step
-from vectorlay.domain.closecodes import CLOSE_GOING_AWAY
+from vectorlay.domain.closecodes import CLOSE_GOING_AWAY, CLOSE_SESSION_CONFLICT
 from vectorlay.domain.messages import (
     Deploy,
     DeployResult,
     Error,
     ErrorCode,
+    Gpu,
     HostReport,
     Message,
     ReplicaStatus,
@@ -155,16 +156,23 @@ class SessionLoop:
                         exc.code,
                     )
                     return EXIT_UNAUTHORIZED
-                log.warning("session closed by the control plane (code %d)", exc.code)
+                if exc.code == CLOSE_SESSION_CONFLICT:
+                    log.warning(
+                        "another session for this node is open (code %d); retrying after a pause",
+                        exc.code,
+                    )
+                else:
+                    log.warning("session closed by the control plane (code %d)", exc.code)
             except TransportError as exc:
                 if not self._stopping.is_set():
                     log.warning("session ended: %s", exc)
             session, self._session = self._session, None
             if self._stopping.is_set():
                 break
-            if session is not None and good_session(
-                system_info_sent=session.system_info_at is not None,
-                connected_for=self._clock.monotonic() - (session.system_info_at or math.inf),
+            sent_at = session.system_info_at if session is not None else None
+            if sent_at is not None and good_session(
+                system_info_sent=True,
+                connected_for=self._clock.monotonic() - sent_at,
                 interval=self._config.heartbeat_interval,
             ):
                 delays = self._backoff()
@@ -226,6 +234,7 @@ class SessionLoop:
                 node = await self._open(session)
                 tg.start_soon(self._heartbeats.beat, session.send)
                 tg.start_soon(self._reprobe, session, node)
+                tg.start_soon(self._watch_gpus, session, node)
                 await self._read(session)
         finally:
             session.step(Event.ENDED)
@@ -293,10 +302,29 @@ class SessionLoop:
         while True:
             await self._clock.sleep(self._config.reprobe_interval)
             was_ready = self._host.report.ready
+            gpus_before = self._host.report.hardware.gpus
             report = await self._host.probe()
             if report.ready != was_ready:
                 log.info("host is now %s", "ready" if report.ready else "degraded")
+            gpus_now = report.hardware.gpus
+            if report.ready != was_ready or gpus_changed(gpus_before, gpus_now):
+                log_gpu_changes(gpus_before, gpus_now)
                 await session.send(system_info(node, report, self._table))
+
+    async def _watch_gpus(self, session: Session, node: NodeConfig) -> None:
+        """Read the GPUs' state and health every heartbeat interval (or at once
+        after a start changed a quarantine); a change gets a fresh system_info."""
+        while True:
+            await sleep_or_until(self._clock, self._config.heartbeat_interval, self._host.gpus_due)
+            before = self._host.report.hardware.gpus
+            try:
+                changed = await self._host.refresh_gpus()
+            except Exception as exc:  # a probe bug must not end the session
+                log.warning("reading GPU state failed: %s", type(exc).__name__)
+                continue
+            if changed:
+                log_gpu_changes(before, self._host.report.hardware.gpus)
+                await session.send(system_info(node, self._host.report, self._table))
 
     async def _read(self, session: Session) -> None:
         while True:
@@ -346,6 +374,24 @@ class SessionLoop:
             )
         else:
             await session.send(error_message(exc.code, exc.message))
+
+
+def log_gpu_changes(before: Sequence[Gpu], after: Sequence[Gpu]) -> None:
+    """One line per GPU whose ``assignable``/``health`` changed; running replicas are left be."""
+    old = {g.pci_address: g for g in before}
+    for gpu in after:
+        was = old.get(gpu.pci_address)
+        if was is not None and (was.assignable, was.health) == (gpu.assignable, gpu.health):
+            continue
+        level = logging.WARNING if gpu.health != "ok" or not gpu.assignable else logging.INFO
+        log.log(
+            level,
+            "GPU %s is now %s, %s%s",
+            gpu.pci_address,
+            gpu.health,
+            "assignable" if gpu.assignable else "not assignable",
+            f": {'; '.join(gpu.problems)}" if gpu.problems else "",
+        )
 
 
 def system_info(node: NodeConfig, report: HostReport, table: ReplicaTable) -> SystemInfo:

@@ -1,7 +1,9 @@
 """The agent's picture of its host and its containers, kept current.
 
 :class:`HostState` holds the latest host report (the GPUs it finds are what
-the replica table hands out); :class:`RuntimeSync` brings the replica table
+the replica table hands out), re-reads the GPUs' passthrough state and
+health every heartbeat interval, and overlays the quarantine of groups whose
+starts keep failing; :class:`RuntimeSync` brings the replica table
 in line with what the container runtime lists, following its change events
 with a slow periodic re-list as a safety net.  Runtime I/O lives here, never
 on the heartbeat path: a hung nerdctl delays the table, not the heartbeats.
@@ -14,12 +16,15 @@ from collections.abc import Callable, Collection
 from contextlib import aclosing
 
 import anyio
-import msgspec
+from msgspec.structs import replace
 
 from vectorlay.domain.agent.disk import with_disk
+from vectorlay.domain.agent.gpustate import changed as gpus_changed
+from vectorlay.domain.agent.gpustate import with_quarantine
+from vectorlay.domain.agent.quarantine import Quarantine
 from vectorlay.domain.agent.replicas import ReplicaTable, assignable_slots
 from vectorlay.domain.hostreport import is_ready
-from vectorlay.domain.messages import Dependency, HostReport
+from vectorlay.domain.messages import Dependency, Gpu, HostReport
 from vectorlay.errors import ContainerRuntimeError
 from vectorlay.ports import Clock, HardwareProbe, Runtime
 
@@ -27,7 +32,12 @@ log = logging.getLogger("vectorlay.agent")
 
 
 class HostState:
-    """The latest host report, and when it was taken."""
+    """The latest host report, and when it was taken.
+
+    Its GPUs carry quarantine on top of what the probe found; ``gpus_due``
+    is set when something (a start that failed or succeeded) may have
+    changed their state, so that the GPU watch looks at once.
+    """
 
     def __init__(
         self, probe: HardwareProbe, table: ReplicaTable, clock: Clock, report: HostReport
@@ -35,6 +45,9 @@ class HostState:
         self._probe = probe
         self._table = table
         self._clock = clock
+        self.quarantine = Quarantine()
+        self.gpus_due = anyio.Event()
+        self._probed_gpus: list[Gpu] = list(report.hardware.gpus)
         self.report = report
         self._taken_at = clock.monotonic()
         # Called whenever the report changes (status file, metrics).
@@ -49,10 +62,41 @@ class HostState:
     async def probe(self) -> HostReport:
         """Probe again; the new report replaces the last."""
         report = await self._probe.report()
-        self.report = report
+        self._probed_gpus = list(report.hardware.gpus)
         self._taken_at = self._clock.monotonic()
         self._take(report)
-        return report
+        return self.report
+
+    async def refresh_gpus(self) -> bool:
+        """Read the GPUs' state and health again (cheap); whether any GPU's
+        ``assignable`` or ``health`` changed."""
+        self.gpus_due = anyio.Event()
+        self._probed_gpus = await self._probe.gpus()
+        before = self.report.hardware.gpus
+        self._apply_gpus()
+        if self.report.hardware.gpus != before:
+            for listener in self.listeners:
+                listener()
+        return gpus_changed(before, self.report.hardware.gpus)
+
+    def _apply_gpus(self) -> None:
+        """The probed GPUs with quarantine on top, into the report and the ledger."""
+        gpus = with_quarantine(self._probed_gpus, self.quarantine, self._clock.monotonic())
+        if gpus != self.report.hardware.gpus:
+            hardware = replace(self.report.hardware, gpus=gpus)
+            self.report = replace(self.report, hardware=hardware)
+        self._table.set_slots(assignable_slots(gpus))
+
+    def start_failed(self, groups: Collection[str], error: str) -> None:
+        """A start on ``groups`` failed for a reason other than the image."""
+        if groups:
+            self.quarantine.start_failed(groups, error, self._clock.monotonic())
+            self.gpus_due.set()
+
+    def started(self, groups: Collection[str]) -> None:
+        if groups:
+            self.quarantine.started(groups)
+            self.gpus_due.set()
 
     def set_disk(self, disk: Dependency) -> bool:
         """A fresh ``disk`` dependency in the report; True when readiness changed."""
@@ -61,7 +105,7 @@ class HostState:
         if dependencies == old.dependencies:
             return False
         ready = is_ready(dependencies)
-        self.report = msgspec.structs.replace(old, dependencies=dependencies, ready=ready)
+        self.report = replace(old, dependencies=dependencies, ready=ready)
         for listener in self.listeners:
             listener()
         if ready != old.ready:
@@ -78,7 +122,8 @@ class HostState:
         return self._clock.monotonic() - self._taken_at > seconds
 
     def _take(self, report: HostReport) -> None:
-        self._table.set_slots(assignable_slots(report.hardware.gpus))
+        self.report = report
+        self._apply_gpus()
         for listener in self.listeners:
             listener()
         if not report.ready:

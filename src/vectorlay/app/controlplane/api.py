@@ -15,7 +15,7 @@ from __future__ import annotations
 import html
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any, Final, Protocol
 
@@ -31,7 +31,8 @@ from vectorlay.adapters.controlplane.http import (
 )
 from vectorlay.domain.fleet.fleet import Fleet
 from vectorlay.domain.fleet.records import HOLDS_GPUS, NodeRecord, ReplicaRecord, Send
-from vectorlay.domain.messages import DeployPayload
+from vectorlay.domain.hostreport import is_assignable_gpu
+from vectorlay.domain.messages import DeployPayload, Gpu
 from vectorlay.domain.messages import rfc3339 as wire_time
 from vectorlay.domain.validation import (
     check_env_vars,
@@ -109,6 +110,7 @@ def replica_view(replica: ReplicaRecord) -> dict[str, Any]:
         "image": replica.image,
         "gpu_count": replica.gpu_count,
         "status": replica.status.value,
+        "gpus": list(replica.gpus),
     }
     if replica.error is not None:
         view["error"] = replica.error
@@ -321,6 +323,7 @@ table{border-collapse:collapse;margin-bottom:2rem}
 th,td{border:1px solid #ccc;padding:.3rem .6rem;text-align:left;vertical-align:top}
 th{background:#f3f3f3}
 .online{color:#070}.offline{color:#a00}.degraded,.draining,.maintenance{color:#a60}
+.ok{color:#070}.warning{color:#a60}.failed{color:#a00}
 small{color:#666}
 """
 
@@ -329,20 +332,45 @@ def _e(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
+def gpu_holders(replicas: Iterable[ReplicaRecord]) -> dict[str, str]:
+    """PCI address -> the replica holding it, from what the node reported."""
+    return {addr: r.replica_id for r in replicas if r.status in HOLDS_GPUS for addr in r.gpus}
+
+
+def _gpu_line(gpu: Gpu, holder: str | None) -> str:
+    """One GPU on the status page: address, model, group, health, holder, problems."""
+    assignable = is_assignable_gpu(gpu)
+    health = gpu.health if assignable or gpu.health != "ok" else "not assignable"
+    line = (
+        f"{_e(gpu.pci_address)} {_e(gpu.model)} <small>group {_e(gpu.iommu_group or '-')}, "
+        f"{_e(gpu.driver or 'no driver')}</small> "
+        f'<span class="{_e(gpu.health)}">{_e(health)}</span>'
+    )
+    if holder is not None:
+        line += f" <small>held by {_e(holder)}</small>"
+    if gpu.problems:
+        line += "<br><small>" + "<br>".join(_e(p) for p in gpu.problems) + "</small>"
+    return line
+
+
+def _gpu_counts(free: int, gpus: Sequence[Gpu]) -> str:
+    """``free / assignable / total``."""
+    return f"{free} / {sum(1 for g in gpus if is_assignable_gpu(g))} / {len(gpus)}"
+
+
 def status_page(cp: AdminHost) -> Response:
     fleet = cp.fleet
     rows = []
     for node in fleet.nodes():
-        gpus = "<br>".join(
-            f"{_e(g.pci_address)} {_e(g.model)} <small>{_e(g.driver or 'no driver')}</small>"
-            for g in node.gpus
-        )
+        holders = gpu_holders(fleet.replicas_on(node.node_id))
+        gpus = "<br>".join(_gpu_line(g, holders.get(g.pci_address)) for g in node.gpus)
+        counts = _gpu_counts(fleet.gpus_free(node.node_id), node.gpus)
         replicas = ", ".join(_e(r) for r in live_replica_ids(cp, node.node_id))
         rows.append(
             "<tr>"
             f"<td>{_e(node.node_id)}</td><td>{_e(node.hostname)}</td>"
             f'<td class="{_e(node.status.value)}">{_e(node.status.value)}</td>'
-            f"<td>{gpus or '-'}</td><td>{fleet.gpus_free(node.node_id)}</td>"
+            f"<td>{gpus or '-'}</td><td>{counts}</td>"
             f"<td>{_e(rfc3339(node.last_seen) or '-')}</td><td>{replicas or '-'}</td>"
             "</tr>"
         )
@@ -360,7 +388,8 @@ def status_page(cp: AdminHost) -> Response:
 <body><h1>vectorlay control plane</h1>
 <p><small>Reference control plane; this page refreshes every {PAGE_REFRESH_SECONDS} s.</small></p>
 <h2>Nodes ({len(rows)})</h2>
-<table><tr><th>node</th><th>hostname</th><th>status</th><th>GPUs</th><th>free</th>
+<table><tr><th>node</th><th>hostname</th><th>status</th><th>GPUs</th>
+<th>free / assignable / total</th>
 <th>last seen</th><th>replicas</th></tr>
 {"".join(rows) or '<tr><td colspan="7">no nodes yet</td></tr>'}</table>
 <h2>Replicas ({len(replica_rows)})</h2>

@@ -6,8 +6,10 @@ and tells the table how it went (:meth:`ReplicaTable.started`,
 :meth:`ReplicaTable.start_failed`, :meth:`ReplicaTable.stopped`).  No I/O
 happens here.
 
-GPU rule: a GPU assigned to a live replica (``pending`` or ``running``) is
-never assigned to another; GPUs are handed out lowest PCI address first.
+GPU rule: GPUs are handed out by whole IOMMU groups
+(:mod:`vectorlay.domain.gpugroups`): a deploy takes free groups holding
+exactly the GPUs it asked for.  A group one of whose GPUs a live replica
+(``pending`` or ``running``) holds is held whole, and never given to another.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from typing import Any, Final
 import msgspec
 
 # The GPU ledger's slots and their rule are shared with the control plane.
+from vectorlay.domain.gpugroups import choose_groups, free_groups, groups_of
+from vectorlay.domain.gpugroups import refusal as group_refusal
 from vectorlay.domain.hostreport import GpuSlot as GpuSlot
 from vectorlay.domain.hostreport import assignable_slots as assignable_slots
 from vectorlay.domain.messages import DeployPayload, ReplicaReport, ReplicaStatus
@@ -103,6 +107,7 @@ class ReportResult(msgspec.Struct, frozen=True):
     replica_id: str
     status: ReplicaStatus
     error: str | None = None
+    gpus: tuple[str, ...] = ()  # what a live replica holds, for its deploy_result
 
 
 DeployDecision = StartContainer | ReportResult
@@ -118,6 +123,7 @@ class ReplicaTable:
 
     def __init__(self, slots: Iterable[GpuSlot] = ()) -> None:
         self._slots: dict[str, GpuSlot] = {s.pci_address: s for s in sorted(slots)}
+        self._groups = groups_of(self._slots.values())
         self._replicas: dict[str, Replica] = {}
         # Replica id -> GPUs its container claims but another replica holds.
         self.conflicts: dict[str, tuple[str, ...]] = {}
@@ -135,7 +141,10 @@ class ReplicaTable:
         return [self._replicas[k] for k in sorted(self._replicas)]
 
     def reports(self) -> list[ReplicaReport]:
-        return [ReplicaReport(r.replica_id, r.status) for r in self.replicas()]
+        return [
+            ReplicaReport(r.replica_id, r.status, list(r.gpus) if r.status in LIVE else [])
+            for r in self.replicas()
+        ]
 
     def held(self) -> dict[str, str]:
         """PCI address -> replica id, for GPUs held by live replicas."""
@@ -147,8 +156,17 @@ class ReplicaTable:
         return out
 
     def free_slots(self) -> list[GpuSlot]:
-        held = self.held()
-        return [s for addr, s in sorted(self._slots.items()) if addr not in held]
+        """Assignable GPUs in groups no live replica holds any part of."""
+        free = free_groups(self._groups, self.held())
+        return [s for s in sorted(self._slots.values()) if s.iommu_group in free]
+
+    def free_groups(self) -> dict[str, tuple[str, ...]]:
+        """``{group: its GPUs}`` for the groups a deploy may take."""
+        return free_groups(self._groups, self.held())
+
+    def _group_of(self, address: str) -> str | None:
+        slot = self._slots.get(address)
+        return slot.iommu_group if slot is not None else None
 
     def versions(self) -> dict[str, int]:
         """Per-replica change counters, to pass back to :meth:`observe`."""
@@ -160,6 +178,7 @@ class ReplicaTable:
 
     def set_slots(self, slots: Iterable[GpuSlot]) -> None:
         self._slots = {s.pci_address: s for s in sorted(slots)}
+        self._groups = groups_of(self._slots.values())
 
     # --- deploy ----------------------------------------------------------
 
@@ -177,7 +196,7 @@ class ReplicaTable:
         existing = self._replicas.get(rid)
         if existing is not None and existing.status in LIVE:
             # Idempotent by replica id: a repeat never starts a second container.
-            return ReportResult(rid, existing.status)
+            return ReportResult(rid, existing.status, gpus=existing.gpus)
         try:
             check_image(payload.image, "deploy.payload.image")
             count = check_gpu_count(payload.gpu_count, "deploy.payload.gpu_count")
@@ -186,14 +205,11 @@ class ReplicaTable:
             return ReportResult(rid, ReplicaStatus.FAILED, str(exc))
         if refusal is not None:
             return ReportResult(rid, ReplicaStatus.FAILED, refusal)
-        free = self.free_slots()
-        if count > len(free):
-            return ReportResult(
-                rid,
-                ReplicaStatus.FAILED,
-                f"not enough free GPUs: {count} requested, {len(free)} free",
-            )
-        gpus = tuple(free[:count])
+        free = self.free_groups()
+        chosen = choose_groups(free, count)
+        if chosen is None:
+            return ReportResult(rid, ReplicaStatus.FAILED, group_refusal(count, free))
+        gpus = tuple(self._slots[a] for g in chosen for a in free[g])
         self._replicas[rid] = Replica(
             rid, ReplicaStatus.PENDING, tuple(g.pci_address for g in gpus), payload.image
         )
@@ -213,7 +229,9 @@ class ReplicaTable:
             state.replica_id, state.status, gpus, image, error
         )
         self._touch(state.replica_id)
-        return ReportResult(state.replica_id, state.status, error)
+        return ReportResult(
+            state.replica_id, state.status, error, gpus if state.status in LIVE else ()
+        )
 
     def _claim(self, replica_id: str, gpus: tuple[str, ...]) -> tuple[str, ...]:
         """The GPUs of ``gpus`` no other live replica holds.
@@ -225,12 +243,14 @@ class ReplicaTable:
         never double-assigned.
         """
         held = {addr for addr, owner in self.held().items() if owner != replica_id}
-        lost = tuple(a for a in gpus if a in held)
+        # A group is held whole: another replica holding any GPU of it holds this one too.
+        held_groups = {g for g in map(self._group_of, held) if g is not None}
+        lost = tuple(a for a in gpus if a in held or self._group_of(a) in held_groups)
         if lost:
             self.conflicts[replica_id] = lost
         else:
             self.conflicts.pop(replica_id, None)
-        return tuple(a for a in gpus if a not in held)
+        return tuple(a for a in gpus if a not in lost)
 
     def adopted(self, state: ContainerState) -> ReportResult:
         """A deploy found its replica's container already there (an earlier
@@ -241,7 +261,7 @@ class ReplicaTable:
             state.replica_id, state.status, gpus, state.image
         )
         self._touch(state.replica_id)
-        return ReportResult(state.replica_id, state.status)
+        return ReportResult(state.replica_id, state.status, gpus=gpus)
 
     def start_failed(self, replica_id: str, error: str) -> ReportResult:
         """The runtime could not start it: the replica is ``failed`` and holds no GPU."""

@@ -32,6 +32,7 @@ from vectorlay.domain.fleet.records import (
     ReplicaRecord,
     Send,
     agent_error,
+    held_gpus,
     phase_of,
 )
 from vectorlay.domain.hostreport import is_ready
@@ -265,7 +266,8 @@ class Fleet:
             raise ReplicaExists(f"replica_id: replica {payload.replica_id} already exists")
         target = self.pick_node(payload.gpu_count)
         if target is None:
-            raise placement.no_capacity(payload.gpu_count)
+            split = placement.only_split_groups(self._records, self._connected, payload.gpu_count)
+            raise placement.no_capacity(payload.gpu_count, split=split)
         replica = ReplicaRecord(
             replica_id=payload.replica_id,
             image=payload.image,
@@ -334,7 +336,10 @@ class Fleet:
 
     def _take_result(self, replica: ReplicaRecord, result: ResultPayload) -> None:
         status, error = phase_of(result.status), agent_error(replica, result)
-        self._records.set_replica(msgspec.structs.replace(replica, status=status, error=error))
+        gpus = held_gpus(replica, status, result.gpus)
+        self._records.set_replica(
+            msgspec.structs.replace(replica, status=status, error=error, gpus=gpus)
+        )
 
     def _observe(self, node_id: str, reports: Sequence[ReplicaReport]) -> list[Send]:
         """Take the statuses a node reports for its replicas; stop copies it should not run."""
@@ -351,8 +356,10 @@ class Fleet:
             status = phase_of(report.status)
             if replica.status is ReplicaPhase.STOPPING and status is not ReplicaPhase.STOPPED:
                 continue  # the stop's answer decides
-            if status is not replica.status:
-                self._records.set_replica(msgspec.structs.replace(replica, status=status))
+            gpus = held_gpus(replica, status, report.gpus)
+            if status is not replica.status or gpus != replica.gpus:
+                replica = msgspec.structs.replace(replica, status=status, gpus=gpus)
+                self._records.set_replica(replica)
         return sends
 
     def _stop_failed(self, node_id: str, result: ResultPayload) -> list[Send]:
@@ -399,7 +406,9 @@ class Fleet:
         if placement.room_for(self._records, node_id, replica.gpu_count) is None:
             return False
         self._records.set_replica(
-            msgspec.structs.replace(replica, node_id=node_id, status=phase_of(status), error=None)
+            msgspec.structs.replace(
+                replica, node_id=node_id, status=phase_of(status), error=None, gpus=[]
+            )
         )
         return True
 
@@ -425,7 +434,7 @@ class Fleet:
         self._ledger.clear(from_node, replica_id, CommandKind.DEPLOY)
         # Detach first so the old node's GPUs do not count against the choice.
         detached = msgspec.structs.replace(
-            replica, node_id=None, status=ReplicaPhase.PENDING, error=None
+            replica, node_id=None, status=ReplicaPhase.PENDING, error=None, gpus=[]
         )
         self._records.set_replica(detached)
         target = self.pick_node(replica.gpu_count, exclude=[from_node])

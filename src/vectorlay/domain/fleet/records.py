@@ -81,6 +81,7 @@ class ReplicaRecord(msgspec.Struct, frozen=True):
     node_id: str | None = None
     status: ReplicaPhase = ReplicaPhase.PENDING
     error: str | None = None
+    gpus: list[str] = []  # the PCI addresses the node reported it holds
 
     def __repr__(self) -> str:
         # Env values are secrets; a repr may end up in a log or a traceback.
@@ -147,6 +148,16 @@ def agent_error(replica: ReplicaRecord, result: ResultPayload) -> str | None:
     status page or a log line show it.
     """
     return redact_text(result.error, replica.env_vars.values()) if result.error else None
+
+
+def held_gpus(
+    replica: ReplicaRecord, status: ReplicaPhase, reported: list[str] | None
+) -> list[str]:
+    """The GPUs a replica holds after a report: what the node says while it holds
+    any (kept when the report says nothing), none once it holds none."""
+    if status not in HOLDS_GPUS:
+        return []
+    return list(reported) if reported else replica.gpus
 
 
 def phase_of(status: ReplicaStatus) -> ReplicaPhase:

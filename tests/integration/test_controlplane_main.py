@@ -11,6 +11,7 @@ import pytest
 from vectorlay.app import cli
 from vectorlay.app.backends import backend_installed, missing_backend
 from vectorlay.app.controlplane import bootstrap as controlplane
+from vectorlay.app.options import control_plane_settings
 from vectorlay.app.settings import ControlPlaneSettings
 
 NOT_INSTALLED = (
@@ -51,16 +52,16 @@ def test_every_token_of_the_admin_token_file_counts(tmp_path: Path) -> None:
     admin = tmp_path / "admin"
     admin.write_text("\n  admin-1  \n\nadmin-2\n")
     args = cli._parser().parse_args(["control-plane", "--admin-token-file", str(admin)])
-    settings = cli.control_plane_settings(args, {"VECTORLAY_CP_ADMIN_TOKEN": "env-admin"})
+    settings = control_plane_settings(args, {"VECTORLAY_CP_ADMIN_TOKEN": "env-admin"})
     config = controlplane.config_from(settings)
     assert config.admin_tokens == ("admin-1", "admin-2")
     assert "admin-1" not in repr(config)
     args = cli._parser().parse_args(["control-plane"])
     from_env = controlplane.config_from(
-        cli.control_plane_settings(args, {"VECTORLAY_CP_ADMIN_TOKEN": " env-admin "})
+        control_plane_settings(args, {"VECTORLAY_CP_ADMIN_TOKEN": " env-admin "})
     )
     assert from_env.admin_tokens == ("env-admin",)
-    assert controlplane.config_from(cli.control_plane_settings(args, {})).admin_tokens == ()
+    assert controlplane.config_from(control_plane_settings(args, {})).admin_tokens == ()
 
 
 def test_installed_backends_pass() -> None:
