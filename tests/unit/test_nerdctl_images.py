@@ -102,3 +102,23 @@ def test_command_lines() -> None:
     for bad in ("", "-f", "a b"):
         with pytest.raises(ContainerRuntimeError):
             rmi_argv("nerdctl", bad)
+
+
+# --- the same parsers on Docker's captures (tests/fixtures/docker) ---------------------------
+
+DOCKER = FIXTURES.parent / "docker"
+
+
+def test_docker_images_and_ps_read_the_same_way() -> None:
+    found = parse_images((DOCKER / "docker_images_format_json_template.jsonl").read_text())
+    refs = {i.ref: i.size_bytes for i in found}
+    assert refs["localhost/bb:1"] == 2_000_000
+    assert refs["localhost/bb:2"] == 2_000_000
+    assert "localhost/model-a:v1" in refs
+    used = parse_images_in_use((DOCKER / "docker_ps_a_format_json_template.jsonl").read_text())
+    assert "localhost/bb:1" in used
+
+
+def test_docker_rmi_in_use_reads_as_in_use() -> None:
+    text = (DOCKER / "docker_rmi_image_in_use_by_container_exit1.txt").read_text()
+    assert is_in_use(text)
