@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from vectorlay.adapters.runtime import podman
 from vectorlay.adapters.runtime.argv import images_argv, ps_all_argv, rmi_argv
 from vectorlay.adapters.runtime.nerdctl import (
     is_in_use,
@@ -121,4 +122,35 @@ def test_docker_images_and_ps_read_the_same_way() -> None:
 
 def test_docker_rmi_in_use_reads_as_in_use() -> None:
     text = (DOCKER / "docker_rmi_image_in_use_by_container_exit1.txt").read_text()
+    assert is_in_use(text)
+
+
+# --- Podman: one JSON array (tests/fixtures/podman) --------------------------------------------
+
+PODMAN = FIXTURES.parent / "podman"
+
+
+def test_podman_images_one_entry_per_name() -> None:
+    found = podman.parse_images((PODMAN / "podman_images_format_json.json").read_text())
+    by_ref = {i.ref: (i.image_id[:12], i.size_bytes) for i in found}
+    assert by_ref == {
+        "localhost/bb:2": ("d3214535ad5d", 1997907),
+        "localhost/model-a:v1": ("eaf40fdd0567", 1997907),
+        "localhost/model-a:v2": ("eaf40fdd0567", 1997907),
+        "localhost/bb:1": ("07aa6357bf88", 1997965),
+    }
+    assert podman.parse_images("[]\n") == []
+
+
+def test_podman_images_in_use_by_name_and_id() -> None:
+    used = podman.parse_images_in_use((PODMAN / "podman_ps_a_format_json.json").read_text())
+    assert "localhost/bb:1" in used
+    assert any(len(u) == 64 for u in used)  # ImageID too: an untagged image is matched by id
+    assert podman.parse_images_in_use("[]") == set()
+    with pytest.raises(ContainerRuntimeError, match="unreadable JSON"):
+        podman.parse_images("{")
+
+
+def test_podman_rmi_in_use_reads_as_in_use() -> None:
+    text = (PODMAN / "podman_rmi_image_in_use_by_container_exit2.txt").read_text()
     assert is_in_use(text)

@@ -88,15 +88,15 @@ def events_argv(nerdctl: str, fmt: str = "{{json .}}") -> list[str]:
     return [nerdctl, "events", "--format", fmt]
 
 
-def images_argv(nerdctl: str) -> list[str]:
+def images_argv(nerdctl: str, fmt: str = "{{json .}}") -> list[str]:
     # --format keeps one line per image and platform; the bare table changed
     # shape between versions.
-    return [nerdctl, "images", "--format", "{{json .}}"]
+    return [nerdctl, "images", "--format", fmt]
 
 
-def ps_all_argv(nerdctl: str) -> list[str]:
+def ps_all_argv(nerdctl: str, fmt: str = "{{json .}}") -> list[str]:
     """Every container of the namespace, this agent's or not, running or not."""
-    return [nerdctl, "ps", "-a", "--no-trunc", "--format", "{{json .}}"]
+    return [nerdctl, "ps", "-a", "--no-trunc", "--format", fmt]
 
 
 def rmi_argv(nerdctl: str, ref: str) -> list[str]:

@@ -1,7 +1,8 @@
 """Images of the engine, for image garbage collection: list them, see which are used, remove one.
 
-The command lines are in :mod:`.argv`, the parsing of nerdctl's output in
-:mod:`.nerdctl`.  Which images are used comes from ``ps -a`` over every
+The command lines are in :mod:`.argv`, the parsing of each engine's output
+in its module (:mod:`.nerdctl`, which Docker's output also fits, and
+:mod:`.podman`).  Which images are used comes from ``ps -a`` over every
 container, not only this agent's.  ``rmi`` is never forced; a conflict (a
 container uses the image) is an error like any other.
 """
@@ -9,12 +10,13 @@ container uses the image) is an error like any other.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Final
 
 from vectorlay.adapters.commands import run_command
+from vectorlay.adapters.runtime import nerdctl as nerdctl_output
+from vectorlay.adapters.runtime import podman as podman_output
 from vectorlay.adapters.runtime.argv import images_argv, ps_all_argv, rmi_argv
-from vectorlay.adapters.runtime.nerdctl import parse_images, parse_images_in_use
 from vectorlay.adapters.runtime.stderr import failure
 from vectorlay.domain.agent.imagegc import Image
 from vectorlay.errors import ContainerRuntimeError, RuntimeNotInstalled, RuntimeTimeout
@@ -31,15 +33,24 @@ STDERR_TAIL: Final = 16 * 1024
 class NerdctlImages:
     """The :class:`~vectorlay.ports.ImageRuntime` port on nerdctl's command line."""
 
-    def __init__(self, *, nerdctl: str = "nerdctl", call_timeout: float = 60.0) -> None:
-        self._nerdctl = nerdctl
+    def __init__(
+        self, *, nerdctl: str = "nerdctl", engine: str = "nerdctl", call_timeout: float = 60.0
+    ) -> None:
+        self._nerdctl = nerdctl  # the engine's command
         self._timeout = call_timeout
+        # Docker prints nerdctl's line shapes; Podman one JSON array.
+        output = podman_output if engine == "podman" else nerdctl_output
+        self._parse_images: Callable[[str], list[Image]] = output.parse_images
+        self._parse_in_use: Callable[[str], set[str]] = output.parse_images_in_use
+        self._format = "json" if engine == "podman" else "{{json .}}"
 
     async def images(self) -> Sequence[Image]:
-        return parse_images(await self._call(images_argv(self._nerdctl), "images"))
+        text = await self._call(images_argv(self._nerdctl, self._format), "images")
+        return self._parse_images(text)
 
     async def images_in_use(self) -> set[str]:
-        return parse_images_in_use(await self._call(ps_all_argv(self._nerdctl), "ps -a"))
+        text = await self._call(ps_all_argv(self._nerdctl, self._format), "ps -a")
+        return self._parse_in_use(text)
 
     async def remove_image(self, ref: str) -> None:
         await self._call(rmi_argv(self._nerdctl, ref), "rmi")

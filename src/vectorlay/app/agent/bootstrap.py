@@ -89,9 +89,7 @@ def build_agent(settings: AgentSettings) -> Agent:
         store=FileConfigStore(settings.state_dir),
         clock=SystemClock(),
         disk=probe,
-        # Podman prints its images as one JSON array, which the nerdctl/Docker
-        # parser does not read: no image garbage collection there yet.
-        images=NerdctlImages(nerdctl=settings.engine_cli) if settings.engine != "podman" else None,
+        images=NerdctlImages(nerdctl=settings.engine_cli, engine=settings.engine),
         record=FileDeployRecord(settings.state_dir / RECORD_FILE_NAME),
     )
 
