@@ -17,7 +17,9 @@ node is online, then samples the agent process and its children for
   nothing of vectorlay;
 - what a ``wss://`` session adds: the TLS context with the system CA store;
 - what dominates memory: the heaviest imports (``-X importtime``) and the top
-  allocation sites after start-up (tracemalloc).
+  allocation sites after start-up (tracemalloc);
+- the same idle agent again with ``--metrics-textfile`` set: its RSS and CPU
+  and the difference (target: within 1 MB and 0.01% of a core).
 
     .venv/bin/python benchmarks/agent_footprint.py [--seconds 60] [--backend asyncio]
 """
@@ -205,13 +207,21 @@ for key, size in sorted(by_pkg.items(), key=lambda kv: -kv[1])[:{top}]:
     return out.stdout.splitlines()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=60.0)
-    parser.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
-    args = parser.parse_args()
+class Footprint:
+    """What one idle agent run measured."""
 
-    tmp = Path(tempfile.mkdtemp(prefix="vl-footprint-"))
+    def __init__(self, hwm: float, peak_self: int, peak_children: int, peak_both: int,
+                 used: float, used_all: float) -> None:  # fmt: skip
+        self.hwm = hwm
+        self.peak_self = peak_self
+        self.peak_children = peak_children
+        self.peak_both = peak_both
+        self.used = used
+        self.used_all = used_all
+
+
+def measure(seconds: float, backend: str, tmp: Path, extra: list[str]) -> Footprint:
+    """Start a control plane and an agent (with ``extra`` flags); sample the idle agent."""
     with reaping() as reaper:
         cp = ControlPlaneProcess(tmp / "cp", reaper, log_level="warning").start(timeout=30)
         node = AgentNode.build(tmp / "node", reaper)
@@ -222,7 +232,8 @@ def main() -> None:
             reconnect=5,
             stop_timeout=30,
             log_level="warning",
-            backend=args.backend,
+            backend=backend,
+            extra=extra,
         )
         agent.env = {**os.environ, **agent.env}
         agent.start(reaper)
@@ -232,7 +243,7 @@ def main() -> None:
             time.sleep(2.0)  # let start-up work (probe, first heartbeat) finish
             meter = CpuMeter(proc)
             peak_self = peak_children = peak_both = 0
-            end = time.monotonic() + args.seconds
+            end = time.monotonic() + seconds
             while time.monotonic() < end:
                 own = proc.memory_info().rss
                 kids = sum(children_rss(proc))
@@ -252,6 +263,23 @@ def main() -> None:
                     p.terminate(10)
                 except subprocess.TimeoutExpired:
                     print(f"pid {p.pid} ignored SIGTERM for 10 s; killed", file=sys.stderr)
+    return Footprint(hwm, peak_self, peak_children, peak_both, used, used_all)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
+    args = parser.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="vl-footprint-"))
+    plain = measure(args.seconds, args.backend, tmp / "plain", [])
+    textfile = tmp / "textfile" / "vectorlay.prom"
+    textfile.parent.mkdir(parents=True)
+    metrics = measure(
+        args.seconds, args.backend, tmp / "metrics", ["--metrics-textfile", str(textfile)]
+    )
+    f = plain
 
     floor = floor_rss_mb()
     stack, tls = stack_floor(args.backend)
@@ -261,20 +289,38 @@ def main() -> None:
     print(f"  python -c pass (floor) peak RSS   {floor:6.1f} MB")
     print(f"  runtime dependencies only, RSS    {stack:6.1f} MB   (no vectorlay code)")
     print(
-        f"  agent peak RSS (VmHWM)            {hwm:6.1f} MB   target <= 30 MB: {verdict(hwm <= 30)}"
+        f"  agent peak RSS (VmHWM)            {f.hwm:6.1f} MB   "
+        f"target <= 30 MB: {verdict(f.hwm <= 30)}"
     )
-    print(f"  agent RSS while idle (max)        {peak_self / mb:6.1f} MB")
-    print(f"  children RSS (events watcher)     {peak_children / mb:6.1f} MB   (fake nerdctl)")
-    print(f"  agent + children RSS (max)        {peak_both / mb:6.1f} MB")
+    print(f"  agent RSS while idle (max)        {f.peak_self / mb:6.1f} MB")
+    print(f"  children RSS (events watcher)     {f.peak_children / mb:6.1f} MB   (fake nerdctl)")
+    print(f"  agent + children RSS (max)        {f.peak_both / mb:6.1f} MB")
     print(f"  a wss:// session adds about       {tls:6.1f} MB   (TLS context, system CA store)")
     print(
-        f"  agent CPU over the window         {used:6.2f} s = {100 * used / args.seconds:.3f}% "
-        f"of one core   target <= 0.1%: {verdict(used / args.seconds <= 0.001)} "
-        "(kernel accounting: 0.01 s ticks)"
+        f"  agent CPU over the window         {f.used:6.2f} s = "
+        f"{100 * f.used / args.seconds:.3f}% of one core   target <= 0.1%: "
+        f"{verdict(f.used / args.seconds <= 0.001)} (kernel accounting: 0.01 s ticks)"
     )
     print(
-        f"  agent + children CPU              {used_all:6.2f} s = "
-        f"{100 * used_all / args.seconds:.3f}% of one core   (the fake nerdctl is Python)"
+        f"  agent + children CPU              {f.used_all:6.2f} s = "
+        f"{100 * f.used_all / args.seconds:.3f}% of one core   (the fake nerdctl is Python)"
+    )
+    rss_delta = (metrics.peak_self - plain.peak_self) / mb
+    hwm_delta = metrics.hwm - plain.hwm
+    cpu_delta = 100 * (metrics.used - plain.used) / args.seconds
+    print("  with --metrics-textfile (same run, a second agent):")
+    print(
+        f"    peak RSS (VmHWM)                {metrics.hwm:6.1f} MB   "
+        f"({hwm_delta:+.1f} MB)   target <= +1 MB: {verdict(hwm_delta <= 1)}"
+    )
+    print(
+        f"    RSS while idle (max)            {metrics.peak_self / mb:6.1f} MB   "
+        f"({rss_delta:+.1f} MB)   target <= +1 MB: {verdict(rss_delta <= 1)}"
+    )
+    print(
+        f"    CPU over the window             {metrics.used:6.2f} s = "
+        f"{100 * metrics.used / args.seconds:.3f}% of one core   ({cpu_delta:+.3f} points)   "
+        f"target <= +0.01: {verdict(cpu_delta <= 0.01)}"
     )
     print("  heaviest imports (cumulative ms):")
     for name, ms in heaviest_imports(args.backend):

@@ -7,12 +7,14 @@ This module imports only the domain.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
+from vectorlay.domain.agent.disk import DiskCheck
 from vectorlay.domain.agent.identity import NodeConfig
+from vectorlay.domain.agent.imagegc import Image
 from vectorlay.domain.agent.replicas import ContainerSpec, ContainerState
 from vectorlay.domain.messages import Gpu, HostMetrics, HostReport
 
@@ -90,6 +92,44 @@ class HardwareProbe(Protocol):
         ...
 
 
+class DiskProbe(Protocol):
+    async def disk(self) -> DiskCheck:
+        """Free space of the image store's filesystem and the ``disk`` dependency; never raises."""
+        ...
+
+
+class ImageRuntime(Protocol):
+    """The engine's images, for image garbage collection."""
+
+    async def images(self) -> Sequence[Image]:
+        """Every image the engine holds; raises ``ContainerRuntimeError``."""
+        ...
+
+    async def images_in_use(self) -> set[str]:
+        """The images of every container, running or stopped, this agent's or not."""
+        ...
+
+    async def remove_image(self, ref: str) -> None:
+        """Remove one image, never forced; raises ``ContainerRuntimeError`` (in use, say)."""
+        ...
+
+
+class DeployRecord(Protocol):
+    """When each image was last deployed here (image garbage collection's order)."""
+
+    def last_deployed(self) -> Mapping[str, datetime]:
+        """Normalized reference -> time; empty when the record is missing or unreadable."""
+        ...
+
+    def deployed(self, ref: str, when: datetime) -> None:
+        """Note a deploy; a write failure is logged, never raised."""
+        ...
+
+    def forget(self, refs: list[str]) -> None:
+        """Drop removed images from the record."""
+        ...
+
+
 class ConfigStore(Protocol):
     async def load(self) -> NodeConfig | None:
         """The saved node config, ``None`` when there is none.
@@ -119,7 +159,10 @@ __all__ = [
     "Clock",
     "ConfigStore",
     "Connection",
+    "DeployRecord",
+    "DiskProbe",
     "HardwareProbe",
+    "ImageRuntime",
     "Runtime",
     "Transport",
 ]

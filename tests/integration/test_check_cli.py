@@ -70,9 +70,12 @@ def test_ready_host(host: FakeHost) -> None:
     assert report.hardware.hostname == HOSTNAME
     assert report.hardware.gpu_source == "lspci"
     assert [g.pci_address for g in report.hardware.gpus] == PASSTHROUGH.gpu_addresses
-    assert {d.name: d.version for d in report.dependencies if d.name != "vfio"} == (
-        EXPECTED_VERSIONS
-    )
+    assert {
+        d.name: d.version for d in report.dependencies if d.name not in ("vfio", "disk")
+    } == EXPECTED_VERSIONS
+    disk = report.dependencies[-1]
+    assert (disk.name, disk.ok) == ("disk", True)
+    assert disk.detail.split(" GB free on ")[1].startswith(str(host.root / "containerd"))
     assert report.hardware.storage.path == str(host.data)
     assert report.hardware.storage.total_gb is not None
 
@@ -115,11 +118,11 @@ def test_proc_modules_missing_with_built_in_vfio(host: FakeHost) -> None:
     host.remove_proc_modules()
     code, report = check_json(host)
     assert code == 1
-    assert report.dependencies[-1].detail == "missing modules: vfio, vfio_pci, vfio_iommu_type1"
+    assert report.dependencies[-2].detail == "missing modules: vfio, vfio_pci, vfio_iommu_type1"
     host.add_builtin_modules(["vfio", "vfio_pci", "vfio_iommu_type1"])
     code, report = check_json(host)
     assert code == 0
-    assert report.dependencies[-1].ok
+    assert report.dependencies[-2].ok
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
@@ -158,6 +161,29 @@ def test_usage_error_is_2(host: FakeHost) -> None:
     done = check(host, "--backend", "nope")
     assert done.returncode == 2
     assert done.stdout == ""
+
+
+def test_disk_under_the_minimum_degrades_and_the_table_says_why(host: FakeHost) -> None:
+    store = host.root / "no" / "such" / "store"
+    code, report = check_json(host, "--image-store", str(store), "--min-free-gb", "99999999")
+    assert code == 1
+    [failed] = [d for d in report.dependencies if not d.ok]
+    assert failed.name == "disk"
+    assert failed.detail.endswith(
+        f"free on {store} (missing; measured on {host.root}): "
+        "under the 99999999 GB minimum to pull an image"
+    )
+    table = check(host, "--image-store", str(store), "--min-free-gb", "99999999")
+    assert table.returncode == 1
+    assert "  - disk: " in table.stdout
+    assert "under the 99999999 GB minimum" in table.stdout
+
+
+@pytest.mark.parametrize("value", ["-1", "2.5", "lots"])
+def test_min_free_gb_must_be_a_whole_number(host: FakeHost, value: str) -> None:
+    done = check(host, "--min-free-gb", value)
+    assert done.returncode == 2
+    assert "--min-free-gb: expected a whole number >= 0" in done.stderr
 
 
 def test_passthrough_truth_in_json_and_table(tmp_path: Path) -> None:

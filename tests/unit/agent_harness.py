@@ -13,6 +13,8 @@ from tests.support import NODE_TOKEN
 from vectorlay.adapters.memory import (
     ManualClock,
     MemoryConfigStore,
+    MemoryDisk,
+    MemoryImages,
     MemoryPeer,
     MemoryRuntime,
     MemoryTransport,
@@ -23,6 +25,7 @@ from vectorlay.app.agent.config import AgentConfig
 from vectorlay.app.agent.service import Agent
 from vectorlay.domain.agent.identity import NodeConfig
 from vectorlay.domain.messages import Deploy, DeployPayload, Message, Outbound, SystemInfo
+from vectorlay.ports import DeployRecord
 
 URL = "ws://127.0.0.1:8787/v1/agent"
 NODE = NodeConfig("node-1", NODE_TOKEN, URL)
@@ -84,6 +87,9 @@ async def running_agent(
     runtime: MemoryRuntime | None = None,
     probe: StaticProbe | None = None,
     transport: MemoryTransport | None = None,
+    disk: MemoryDisk | None = None,
+    images: MemoryImages | None = None,
+    record: DeployRecord | None = None,
     **config: float,
 ) -> AsyncIterator[Harness]:
     """An agent running in the background; asked to stop when the block ends."""
@@ -106,6 +112,9 @@ async def running_agent(
         store=store,
         clock=clock,
         rand=lambda: rand,
+        disk=disk,
+        images=images,
+        record=record,
     )
     h = Harness(agent, transport, runtime, probe, store, clock)
 

@@ -97,6 +97,8 @@ AGENT: Final = (
     "adapters.probe",
     "adapters.memory.agent",
     "app.agent",
+    "adapters.textfiles",
+    "adapters.deployrecord",
 )
 CONTROL_PLANE: Final = (
     "domain.fleet",

@@ -26,6 +26,7 @@ from tests.fakes.host.fakehost import (
 )
 from vectorlay.adapters.probe import host as host_module
 from vectorlay.adapters.probe.host import HostProbe
+from vectorlay.domain.agent.disk import GB, DiskReading
 from vectorlay.domain.agent.replicas import assignable_slots
 from vectorlay.domain.messages import HostReport, SystemInfoPayload
 
@@ -44,7 +45,13 @@ def nvidia_host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeHost:
     return fake
 
 
+def roomy_disk(path: Path) -> DiskReading:
+    """A 1 TB image store with 500 GB free, whatever the test machine has."""
+    return DiskReading(str(path), str(path), total_bytes=1000 * GB, free_bytes=500 * GB)
+
+
 def probe(host: FakeHost, **kwargs: object) -> HostProbe:
+    kwargs.setdefault("disk_reader", roomy_disk)
     return HostProbe(
         data_path=host.data,
         host_proc=host.proc,
@@ -61,9 +68,14 @@ async def test_ready_host(host: FakeHost) -> None:
     report = await probe(host).report()
     assert report.agent_version == vectorlay.__version__
     assert report.ready is True
-    assert [d.name for d in report.dependencies] == [*TOOLS, "vfio"]
-    assert {d.name: d.version for d in report.dependencies} == {**EXPECTED_VERSIONS, "vfio": None}
-    assert all(d.ok and d.detail == "" for d in report.dependencies)
+    assert [d.name for d in report.dependencies] == [*TOOLS, "vfio", "disk"]
+    assert {d.name: d.version for d in report.dependencies} == {
+        **EXPECTED_VERSIONS,
+        "vfio": None,
+        "disk": None,
+    }
+    assert all(d.ok and d.detail == "" for d in report.dependencies[:-1])
+    assert report.dependencies[-1].detail == "500 GB free on /var/lib/containerd"
     hw = report.hardware
     assert (hw.hostname, hw.cpu_model, hw.cpu_cores, hw.ram_gb) == (HOSTNAME, CPU_MODEL, CPUS, 504)
     assert hw.storage.path == str(host.data)
@@ -153,7 +165,7 @@ async def test_hung_kata_runtime_is_bounded_by_its_own_timeout(host: FakeHost) -
     assert kata.name == "kata-runtime"
     assert not kata.ok
     assert kata.detail.endswith("--version` did not answer within 0.5 s")
-    assert [d.ok for d in report.dependencies] == [True, True, False, True, True]
+    assert [d.ok for d in report.dependencies] == [True, True, False, True, True, True]
 
 
 async def test_configured_nerdctl_path(host: FakeHost, tmp_path: Path) -> None:
@@ -173,7 +185,7 @@ async def test_configured_nerdctl_path(host: FakeHost, tmp_path: Path) -> None:
 async def test_vfio_built_in_without_proc_modules(host: FakeHost) -> None:
     host.remove_proc_modules()
     report = await probe(host).report()
-    assert report.dependencies[-1].detail == "missing modules: vfio, vfio_pci, vfio_iommu_type1"
+    assert report.dependencies[-2].detail == "missing modules: vfio, vfio_pci, vfio_iommu_type1"
     host.add_builtin_modules(["vfio", "vfio_pci", "vfio_iommu_type1"])
     assert (await probe(host).report()).ready
 

@@ -33,6 +33,7 @@ from vectorlay.app.options import (
     check_settings,
     control_plane_settings,
     prepare_gpus_settings,
+    status_settings,
 )
 from vectorlay.app.settings import (
     DEFAULT_CP_DB,
@@ -44,7 +45,9 @@ from vectorlay.app.settings import (
     CheckSettings,
     ControlPlaneSettings,
     PrepareGpusSettings,
+    StatusSettings,
 )
+from vectorlay.domain.agent.disk import DEFAULT_MIN_FREE_GB
 from vectorlay.domain.agent.heartbeat import DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_RECONNECT_DELAY
 from vectorlay.domain.liveness import DEFAULT_OFFLINE_AFTER
 
@@ -127,6 +130,7 @@ def _parser() -> argparse.ArgumentParser:
         "--data-path", metavar="DIR", help=_env("VECTORLAY_DATA_PATH", DEFAULT_DATA_PATH)
     )
     _engine_flags(check)
+    _disk_args(check)
     _common(check)
 
     run = sub.add_parser("run", help="run the agent daemon")
@@ -169,9 +173,22 @@ def _parser() -> argparse.ArgumentParser:
         metavar="S",
         help=_env("VECTORLAY_STOP_TIMEOUT", DEFAULT_STOP_TIMEOUT) + " (grace before SIGKILL)",
     )
+    _disk_args(run)
+    run.add_argument(
+        "--metrics-textfile",
+        metavar="PATH",
+        help="VECTORLAY_METRICS_TEXTFILE; default none (Prometheus text for node_exporter)",
+    )
     _common(run)
 
     _prepare_gpus_parser(sub)
+
+    status = sub.add_parser("status", help="what the running agent on this node is doing")
+    status.add_argument("--json", action="store_true", help="print one JSON object")
+    status.add_argument(
+        "--state-dir", metavar="DIR", help=_env("VECTORLAY_STATE_DIR", DEFAULT_STATE_DIR)
+    )
+    _common(status)
 
     cp = sub.add_parser("control-plane", help="run the reference control plane")
     cp.add_argument(
@@ -198,6 +215,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     _common(cp)
     return parser
+
+
+def _disk_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--image-store",
+        metavar="DIR",
+        help="VECTORLAY_IMAGE_STORE; default the engine's (/var/lib/containerd for nerdctl)",
+    )
+    p.add_argument(
+        "--min-free-gb",
+        metavar="N",
+        help=_env("VECTORLAY_MIN_FREE_GB", DEFAULT_MIN_FREE_GB) + " (disk is not ok below it)",
+    )
 
 
 def _prepare_gpus_parser(sub: Any) -> None:
@@ -258,11 +288,19 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         return EXIT_USAGE
     notes: Notes = []
     try:
-        settings: CheckSettings | AgentSettings | ControlPlaneSettings | PrepareGpusSettings
+        settings: (
+            CheckSettings
+            | AgentSettings
+            | ControlPlaneSettings
+            | PrepareGpusSettings
+            | StatusSettings
+        )
         if args.command == "check":
             settings = check_settings(args, environ)
         elif args.command == "prepare-gpus":
             settings = prepare_gpus_settings(args, environ)
+        elif args.command == "status":
+            settings = status_settings(args, environ)
         elif args.command == "run":
             settings = agent_settings(args, environ, notes)
         else:
@@ -304,13 +342,19 @@ def entry() -> NoReturn:
 
 
 def _dispatch(
-    settings: CheckSettings | AgentSettings | ControlPlaneSettings | PrepareGpusSettings,
+    settings: (
+        CheckSettings | AgentSettings | ControlPlaneSettings | PrepareGpusSettings | StatusSettings
+    ),
 ) -> int:
     # Each command imports only what it needs: `check` never loads httpx.
     if isinstance(settings, PrepareGpusSettings):
         from vectorlay.app.agent.prepare_gpus import main as prepare_gpus_main
 
         return prepare_gpus_main(settings)
+    if isinstance(settings, StatusSettings):
+        from vectorlay.app.agent.status import main as status_main
+
+        return status_main(settings)
     if isinstance(settings, CheckSettings):
         from vectorlay.app.agent.check import main as check_main
 

@@ -30,7 +30,9 @@ from vectorlay.app.settings import (
     ControlPlaneSettings,
     LogSettings,
     PrepareGpusSettings,
+    StatusSettings,
 )
+from vectorlay.domain.agent.disk import DEFAULT_MIN_FREE_GB
 from vectorlay.domain.agent.heartbeat import DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_RECONNECT_DELAY
 from vectorlay.domain.liveness import DEFAULT_OFFLINE_AFTER
 
@@ -181,6 +183,28 @@ def check_settings(args: argparse.Namespace, env: Mapping[str, str]) -> CheckSet
         **_engine(args, env),
         backend=_backend(args, env),
         log=_log_settings(args, env),
+        image_store=_value(args.image_store, env, "VECTORLAY_IMAGE_STORE", None, _path),
+        min_free_gb=_min_free_gb(args, env),
+    )
+
+
+def _min_free_gb(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    return _value(args.min_free_gb, env, "VECTORLAY_MIN_FREE_GB", DEFAULT_MIN_FREE_GB, _nonneg_int)
+
+
+def _nonneg_int(raw: str, where: str) -> int:
+    value = raw.strip()
+    if not (value.isascii() and value.isdigit()):
+        raise UsageError(f"{where}: expected a whole number >= 0, got {raw[:40]!r}")
+    return int(value)
+
+
+def status_settings(args: argparse.Namespace, env: Mapping[str, str]) -> StatusSettings:
+    return StatusSettings(
+        json=bool(args.json),
+        state_dir=_value(args.state_dir, env, "VECTORLAY_STATE_DIR", DEFAULT_STATE_DIR, _path),
+        log=_log_settings(args, env),
+        backend=_backend(args, env),
     )
 
 
@@ -295,6 +319,11 @@ def agent_settings(
         ),
         backend=_backend(args, env),
         log=_log_settings(args, env),
+        image_store=_value(args.image_store, env, "VECTORLAY_IMAGE_STORE", None, _path),
+        min_free_gb=_min_free_gb(args, env),
+        metrics_textfile=_value(
+            args.metrics_textfile, env, "VECTORLAY_METRICS_TEXTFILE", None, _path
+        ),
     )
 
 

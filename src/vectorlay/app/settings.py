@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vectorlay.adapters.runtime.engines import DEFAULT_ENGINE, default_oci_runtime
+from vectorlay.domain.agent.disk import DEFAULT_MIN_FREE_GB
 from vectorlay.domain.agent.heartbeat import DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_RECONNECT_DELAY
 from vectorlay.domain.liveness import DEFAULT_OFFLINE_AFTER
 
@@ -36,6 +37,16 @@ class CheckSettings:
     engine_cli: str = DEFAULT_ENGINE
     backend: str = "asyncio"
     log: LogSettings = field(default_factory=LogSettings)
+    image_store: Path | None = None  # None: the engine's own
+    min_free_gb: int = DEFAULT_MIN_FREE_GB
+
+
+@dataclass(frozen=True)
+class StatusSettings:
+    json: bool = False
+    state_dir: Path = DEFAULT_STATE_DIR
+    log: LogSettings = field(default_factory=LogSettings)
+    backend: str = "asyncio"
 
 
 @dataclass(frozen=True)
@@ -54,6 +65,9 @@ class AgentSettings:
     stop_timeout: float = DEFAULT_STOP_TIMEOUT
     backend: str = "asyncio"
     log: LogSettings = field(default_factory=LogSettings)
+    image_store: Path | None = None  # None: the engine's own
+    min_free_gb: int = DEFAULT_MIN_FREE_GB
+    metrics_textfile: Path | None = None
 
 
 @dataclass(frozen=True)

@@ -160,6 +160,9 @@ class FakeHost:
             HOST_SYS=str(self.sys),
             HOST_DEV=str(self.dev),
             VECTORLAY_DATA_PATH=str(self.data),
+            # The test machine's free space is not the fake host's: no minimum.
+            VECTORLAY_IMAGE_STORE=str(self.root / "containerd"),
+            VECTORLAY_MIN_FREE_GB="0",
         )
         return env
 

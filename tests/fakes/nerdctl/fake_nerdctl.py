@@ -28,6 +28,8 @@ captures in ``tests/fixtures/nerdctl/``):
   ``exit_status`` for 0, as protobuf's omitempty; ``/tasks/oom`` before the
   exit of an OOM-killed container); delivered through a unix
   datagram socket per listener, so an idle listener uses no CPU.
+- ``images --format '{{json .}}'`` and ``rmi``, with the in-use conflicts
+  (``fake_images.py``); ``run`` adds the image it pulls.
 - ``--version``.
 - Log lines as logrus writes them: ``FATA[0000] …`` on a terminal,
   ``time="…" level=fatal msg="…"`` on a pipe (state ``log_format`` forces one).
@@ -547,6 +549,8 @@ _SUBCOMMANDS: Final = {
     "rm": "rm",
     "kill": "kill",
     "events": "events",
+    "images": "images",
+    "rmi": "rmi",
 }
 _CONTAINER_SUBCOMMANDS: Final = {
     "run": "run",
@@ -596,8 +600,26 @@ def _dispatch(ctx: Context, args: list[str]) -> int:
         "rm": _rm,
         "kill": _kill,
         "events": _events,
+        "images": _images,
+        "rmi": _rmi,
     }[op]
     return handler(ctx, rest)
+
+
+def _images_module() -> Any:
+    """fake_images.py, imported the way this module was (launcher or package)."""
+    import importlib
+
+    package = "" if __name__ == "fake_nerdctl" else "tests.fakes.nerdctl."
+    return importlib.import_module(package + "fake_images")
+
+
+def _images(ctx: Context, args: list[str]) -> int:
+    return int(_images_module().images_command(ctx, args))
+
+
+def _rmi(ctx: Context, args: list[str]) -> int:
+    return int(_images_module().rmi_command(ctx, args))
 
 
 def _apply_knobs(ctx: Context, op: str, args: Sequence[str]) -> None:
@@ -745,6 +767,7 @@ def _run(ctx: Context, args: list[str]) -> int:
             "ip": f"10.4.0.{len(state['containers']) % 250 + 2}",
         }
         state["containers"].append(record)
+        _pulled(state, image)
         if installed:
             _start(record)
         behaviour = _behaviour(state, record, "exit_after")
@@ -774,6 +797,10 @@ def _run(ctx: Context, args: list[str]) -> int:
         )
     print(container_id)
     return 0
+
+
+def _pulled(state: State, image: str) -> None:
+    _images_module().pulled(state, image)
 
 
 def _show_pull_progress(total: int) -> None:
@@ -1343,6 +1370,15 @@ class FakeNerdctl:
 
     def containers(self) -> list[Container]:
         return list(snapshot(self.state_path)["containers"])
+
+    def add_image(self, ref: str, size_bytes: int, *, created: float | None = None) -> None:
+        """An image the engine holds, as if pulled earlier."""
+        with locked(self.state_path) as state:
+            _images_module().add_image(state, ref, size_bytes, created)
+
+    def images(self) -> list[str]:
+        """The normalized names of the images held."""
+        return [i["name"] for i in snapshot(self.state_path).get("images", [])]
 
     def container(self, ref: str) -> Container | None:
         return _find_one(snapshot(self.state_path), ref)

@@ -12,7 +12,8 @@
   is ``unknown``.
 - dependencies: ``containerd``, ``nerdctl``, ``kata-runtime`` and
   ``virtiofsd`` from ``PATH`` with their ``--version`` (:mod:`.versions`),
-  and the vfio modules (:mod:`.vfio`).
+  and the vfio modules (:mod:`.vfio`); ``disk``, the free space of the
+  image store's filesystem (:mod:`.disk`, rules in ``domain.agent.disk``).
 - per heartbeat: memory, storage of the data path and GPU utilization
   (:mod:`.nvidia_smi`, run only while some GPU is on the ``nvidia`` driver).
 
@@ -44,6 +45,7 @@ import psutil
 
 import vectorlay
 from vectorlay.adapters.probe import lspci, sysfs
+from vectorlay.adapters.probe.disk import read_disk
 from vectorlay.adapters.probe.gpustate import GpuStateReader
 from vectorlay.adapters.probe.nvidia_smi import mean_utilization, query_utilization
 from vectorlay.adapters.probe.pci import PciFunction, gpu_line, is_gpu, to_gpu
@@ -57,6 +59,14 @@ from vectorlay.adapters.probe.procfs import (
 )
 from vectorlay.adapters.probe.versions import check_tool, locate
 from vectorlay.adapters.probe.vfio import check_vfio
+from vectorlay.adapters.runtime.imagestores import default_image_store
+from vectorlay.domain.agent.disk import (
+    DEFAULT_MIN_FREE_GB,
+    DISK,
+    DiskCheck,
+    DiskReading,
+    disk_dependency,
+)
 from vectorlay.domain.hostreport import is_ready
 from vectorlay.domain.messages import (
     Dependency,
@@ -75,7 +85,7 @@ _T = TypeVar("_T")
 
 DEFAULT_COMMAND_TIMEOUT: Final = 5.0
 GIB: Final = 1 << 30
-# Dependencies in the order reports list them; vfio comes last.
+# Dependencies in the order reports list them; vfio and disk come last.
 TOOLS: Final = ("containerd", "nerdctl", "kata-runtime", "virtiofsd")
 
 
@@ -131,11 +141,18 @@ class HostProbe:
         host_sys: Path | None = None,
         host_dev: Path | None = None,
         command_timeout: float = DEFAULT_COMMAND_TIMEOUT,
+        image_store: Path | None = None,
+        min_free_gb: int = DEFAULT_MIN_FREE_GB,
+        disk_reader: Callable[[Path], DiskReading] = read_disk,
     ) -> None:
         self.data_path = Path(data_path)
         self.engine = engine
         self.engine_cli = engine_cli or nerdctl or engine
         self.tools = engine_tools(engine)
+        self.image_store = image_store if image_store is not None else default_image_store(engine)
+        self.min_free_gb = min_free_gb
+        self._disk_reader = disk_reader
+        self._disk_gate = _ThreadGate()
         self.host_proc = (
             host_proc if host_proc is not None else host_root(os.environ, "HOST_PROC", "/proc")
         )
@@ -178,10 +195,11 @@ class HostProbe:
                 check_vfio, self.host_proc, self.host_sys
             )
             storage = await self._storage()
+            found[DISK] = (await self.disk()).dependency
         self._gpus = tuple(gpus)
         self._reported = [to_gpu(g) for g in gpus]
         assessed = await anyio.to_thread.run_sync(self._gpu_state.read, self._reported)
-        dependencies = [found[name] for name in (*self.tools, "vfio")]
+        dependencies = [found[name] for name in (*self.tools, "vfio", DISK)]
         memory = facts.memory
         hardware = Hardware(
             hostname=facts.hostname,
@@ -213,6 +231,24 @@ class HostProbe:
             memory_total_gb=_gib(memory.total_bytes) if memory else None,
             storage=storage,
         )
+
+    async def disk(self) -> DiskCheck:
+        """Free space of the image store's filesystem, and the ``disk`` dependency it gives."""
+        path = str(self.image_store)
+        reading = DiskReading(path, path, problem="an earlier statvfs has not returned")
+        if not self._disk_gate.busy:
+            with anyio.move_on_after(self.command_timeout) as scope:
+                reading = await anyio.to_thread.run_sync(
+                    self._disk_gate.run, self._read_disk, path, abandon_on_cancel=True
+                )
+            if scope.cancelled_caught:
+                reading = DiskReading(
+                    path, path, problem=f"statvfs did not answer within {self.command_timeout:g} s"
+                )
+        return DiskCheck(reading, disk_dependency(reading, self.min_free_gb))
+
+    def _read_disk(self, path: str) -> DiskReading:
+        return self._disk_reader(Path(path))
 
     async def gpus(self) -> list[Gpu]:
         if self._reported is None:

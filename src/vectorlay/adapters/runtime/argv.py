@@ -96,6 +96,24 @@ def events_argv(nerdctl: str, fmt: str = "{{json .}}") -> list[str]:
     return [nerdctl, "events", "--format", fmt]
 
 
+def images_argv(nerdctl: str, fmt: str = "{{json .}}") -> list[str]:
+    # --format keeps one line per image and platform; the bare table changed
+    # shape between versions.
+    return [nerdctl, "images", "--format", fmt]
+
+
+def ps_all_argv(nerdctl: str, fmt: str = "{{json .}}") -> list[str]:
+    """Every container of the namespace, this agent's or not, running or not."""
+    return [nerdctl, "ps", "-a", "--no-trunc", "--format", fmt]
+
+
+def rmi_argv(nerdctl: str, ref: str) -> list[str]:
+    """Remove one image, never forced: an image a container uses must stay."""
+    if not ref or ref.startswith("-") or any(c.isspace() for c in ref):
+        raise ContainerRuntimeError(f"not an image reference: {ref[:80]!r}")
+    return [nerdctl, "rmi", ref]
+
+
 def grace_seconds(grace: float) -> int:
     """``nerdctl stop -t`` takes whole seconds; round up so a short grace is not 0."""
     if not math.isfinite(grace) or grace <= 0:
@@ -140,9 +158,12 @@ __all__ = [
     "check_spec",
     "events_argv",
     "grace_seconds",
+    "images_argv",
     "inspect_argv",
+    "ps_all_argv",
     "ps_argv",
     "rm_argv",
+    "rmi_argv",
     "run_argv",
     "stop_argv",
     "vfio_device",

@@ -22,6 +22,7 @@ import msgspec
 from vectorlay.adapters.runtime.dialect import Dialect
 from vectorlay.adapters.runtime.output import PsEntry
 from vectorlay.adapters.runtime.stderr import fatal_message
+from vectorlay.domain.agent.imagegc import Image, normalize_ref
 from vectorlay.errors import ContainerRuntimeError
 
 # --- ps ----------------------------------------------------------------------
@@ -116,11 +117,64 @@ DIALECT: Final = Dialect(
     no_such_container=is_no_such_container,
 )
 
+# --- images --------------------------------------------------------------------
+#
+# `podman images --format json` (and '{{json .}}') prints one JSON array with
+# one entry per image ID *per tag* (an image tagged twice appears twice with
+# both `Names`); `Size` is bytes, `Id` the full 64-hex id.  `ps -a` gives each
+# container's `Image` name and full `ImageID`.
+
+
+class _ImageItem(msgspec.Struct):
+    id: str = msgspec.field(default="", name="Id")
+    names: list[str] | None = msgspec.field(default=None, name="Names")
+    size: int = msgspec.field(default=0, name="Size")
+
+
+class _PsImageItem(msgspec.Struct):
+    image: str = msgspec.field(default="", name="Image")
+    image_id: str = msgspec.field(default="", name="ImageID")
+
+
+_IMAGES_ARRAY: Final = msgspec.json.Decoder(list[_ImageItem])
+_PS_IMAGES_ARRAY: Final = msgspec.json.Decoder(list[_PsImageItem])
+
+
+def parse_images(text: str) -> list[Image]:
+    """One :class:`Image` per name (an untagged image: by its id)."""
+    try:
+        items = _IMAGES_ARRAY.decode(text.strip() or "[]")
+    except msgspec.DecodeError as exc:
+        raise ContainerRuntimeError(f"podman images printed unreadable JSON: {exc}") from None
+    found: dict[str, Image] = {}
+    for item in items:
+        for ref in [normalize_ref(n) for n in item.names or []] or [item.id]:
+            if ref:
+                found[ref] = Image(ref, item.id, max(item.size, 0))
+    return list(found.values())
+
+
+def parse_images_in_use(text: str) -> set[str]:
+    """The image (name and id) of every container ``ps -a`` lists."""
+    try:
+        items = _PS_IMAGES_ARRAY.decode(text.strip() or "[]")
+    except msgspec.DecodeError as exc:
+        raise ContainerRuntimeError(f"podman ps printed unreadable JSON: {exc}") from None
+    used: set[str] = set()
+    for item in items:
+        for value in (item.image, normalize_ref(item.image) if item.image else "", item.image_id):
+            if value:
+                used.add(value)
+    return used
+
+
 __all__ = [
     "DIALECT",
     "WATCHED_STATUSES",
     "changed_container",
     "error_message",
     "is_no_such_container",
+    "parse_images",
+    "parse_images_in_use",
     "parse_ps",
 ]

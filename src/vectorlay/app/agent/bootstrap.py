@@ -13,6 +13,7 @@ from vectorlay import __version__
 from vectorlay.app.agent.config import EXIT_CONFIG, AgentConfig
 from vectorlay.app.agent.registration import load_identity
 from vectorlay.app.agent.service import Agent
+from vectorlay.app.agent.statusboard import STATUS_FILE_NAME
 from vectorlay.app.settings import AgentSettings
 from vectorlay.domain.agent.heartbeat import HeartbeatPolicy
 from vectorlay.errors import ConfigError, FatalError, InsecureURL
@@ -44,15 +45,24 @@ def build_agent(settings: AgentSettings) -> Agent:
     # Imported here so that library users of Agent on in-memory adapters do
     # not pay for httpx, psutil and friends.
     from vectorlay.adapters.clock import SystemClock
+    from vectorlay.adapters.deployrecord import RECORD_FILE_NAME, FileDeployRecord
     from vectorlay.adapters.filesystem import FileConfigStore
     from vectorlay.adapters.probe.host import HostProbe
     from vectorlay.adapters.runtime import EngineRuntime
+    from vectorlay.adapters.runtime.images import NerdctlImages
     from vectorlay.adapters.transport import WebSocketTransport, check_url
 
     if settings.control_plane_url:
         check_url(settings.control_plane_url, insecure=settings.insecure)
     _ensure_private_dir(settings.state_dir)
     policy = HeartbeatPolicy(interval=settings.heartbeat_interval)
+    probe = HostProbe(
+        data_path=settings.data_path,
+        engine=settings.engine,
+        engine_cli=settings.engine_cli,
+        image_store=settings.image_store,
+        min_free_gb=settings.min_free_gb,
+    )
     return Agent(
         agent_config(settings),
         transport=WebSocketTransport(
@@ -68,13 +78,12 @@ def build_agent(settings: AgentSettings) -> Agent:
             oci_runtime=settings.oci_runtime,
             env_dir=settings.state_dir / "env",
         ),
-        probe=HostProbe(
-            data_path=settings.data_path,
-            engine=settings.engine,
-            engine_cli=settings.engine_cli,
-        ),
+        probe=probe,
         store=FileConfigStore(settings.state_dir),
         clock=SystemClock(),
+        disk=probe,
+        images=NerdctlImages(nerdctl=settings.engine_cli, engine=settings.engine),
+        record=FileDeployRecord(settings.state_dir / RECORD_FILE_NAME),
     )
 
 
@@ -85,6 +94,8 @@ def agent_config(settings: AgentSettings) -> AgentConfig:
         heartbeat_interval=settings.heartbeat_interval,
         reconnect_delay=settings.reconnect_delay,
         stop_timeout=settings.stop_timeout,
+        status_file=settings.state_dir / STATUS_FILE_NAME,
+        metrics_textfile=settings.metrics_textfile,
     )
 
 

@@ -28,7 +28,11 @@ PROG: Final = "vectorlay-agent"
 
 def main(settings: CheckSettings) -> int:
     probe = HostProbe(
-        data_path=settings.data_path, engine=settings.engine, engine_cli=settings.engine_cli
+        data_path=settings.data_path,
+        engine=settings.engine,
+        engine_cli=settings.engine_cli,
+        image_store=settings.image_store,
+        min_free_gb=settings.min_free_gb,
     )
     report = anyio.run(probe.report, backend=settings.backend)
     if settings.json:

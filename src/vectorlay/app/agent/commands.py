@@ -72,6 +72,7 @@ class Outbox:
     def __init__(self, size: int) -> None:
         self.size = size
         self.dropped = 0
+        self.sent = 0  # results sent, for the life of the process
         self._kept: deque[Message] = deque()
         self._link: Link | None = None  # the connected session, if any
 
@@ -94,6 +95,7 @@ class Outbox:
         if link is not None and takes_results(link.phase):
             try:
                 await link.send(message)
+                self.sent += 1
                 return
             except TransportError:
                 pass  # the session's reader sees the same failure and ends it
@@ -113,6 +115,7 @@ class Outbox:
             except BaseException:
                 self._kept.appendleft(message)
                 raise
+            self.sent += 1
 
 
 class CommandRunner:
@@ -131,6 +134,8 @@ class CommandRunner:
         done: Callable[[], None],
         max_concurrent: int,
         stop_timeout: float,
+        deployed: Callable[[str, str], None] | None = None,
+        stopped: Callable[[], None] | None = None,
     ) -> None:
         self._tasks = tasks
         self._runtime = runtime
@@ -141,10 +146,16 @@ class CommandRunner:
         self._stopping = stopping
         self._done = done  # called after each command, its result delivered
         self._stop_timeout = stop_timeout
+        self._deployed = deployed  # told each deploy's outcome (replica status) and image
+        self._stopped = stopped  # told after each stop that removed a container
         self._queues: dict[str, deque[Command]] = {}
         self._operation_limit = anyio.Semaphore(max_concurrent)
         self._idle = anyio.Event()  # set while no command is queued or running
         self._idle.set()
+
+    def pulling(self) -> set[str]:
+        """Images of the deploys queued or under way (their pull may be running)."""
+        return {c.payload.image for q in self._queues.values() for c in q if isinstance(c, Deploy)}
 
     def busy(self) -> set[str]:
         """The replicas a command is queued or running for."""
@@ -190,6 +201,8 @@ class CommandRunner:
     async def _execute(self, command: Command) -> None:
         if isinstance(command, Deploy):
             result = await self._deploy(command.payload)
+            if self._deployed is not None:
+                self._deployed(result.status.value, command.payload.image)
             await self._outbox.deliver(DeployResult(_payload(result)))
         else:
             result = await self._stop(command.payload.replica_id)
@@ -273,7 +286,10 @@ class CommandRunner:
                 replica_id, ReplicaStatus.FAILED, f"internal error: {type(exc).__name__}"
             )
         log.info("replica %s is stopped", replica_id)
-        return self._table.stopped(replica_id)
+        result = self._table.stopped(replica_id)
+        if self._stopped is not None:
+            self._stopped()
+        return result
 
 
 _LEDGER_REFUSALS = ("not enough free GPUs", "no free IOMMU groups")

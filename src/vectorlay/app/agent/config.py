@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Final
 
 EXIT_OK: Final = 0
@@ -41,3 +42,7 @@ class AgentConfig:
     # Listing containers before system_info may take this long at most;
     # after that the table as it stands is reported.
     open_refresh_timeout: float = 5.0
+    # Kept current for `vectorlay-agent status`; none: not written.
+    status_file: Path | None = None
+    # Prometheus text for node_exporter's textfile collector; none: not written.
+    metrics_textfile: Path | None = None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 
 import anyio
 import anyio.abc
@@ -54,6 +55,7 @@ class Heartbeats:
         # Never longer than a quarter of the interval, so beats stay on time.
         self._metrics_wait = min(metrics_wait, policy.interval / 4)
         self.seq = 0
+        self.last_sent_at: datetime | None = None  # wall clock of the last beat sent
         self._due = anyio.Event()  # set: the next beat goes out now
         self._metrics: HostMetrics | None = None  # the latest figures read, if any
         self._beat_without_metrics = False
@@ -70,6 +72,7 @@ class Heartbeats:
         while True:
             self._due = anyio.Event()
             await send(await self._next())
+            self.last_sent_at = self._clock.now()
             await sleep_or_until(self._clock, self._policy.interval, self._due)
 
     async def _next(self) -> Heartbeat:

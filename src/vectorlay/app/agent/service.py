@@ -32,15 +32,28 @@ import anyio
 
 from vectorlay.app.agent.commands import CommandRunner, Outbox
 from vectorlay.app.agent.config import EXIT_OK, AgentConfig
+from vectorlay.app.agent.diskwatch import DiskWatch
 from vectorlay.app.agent.heartbeats import Heartbeats
+from vectorlay.app.agent.imagegc import ImageCollector
 from vectorlay.app.agent.registration import load_identity
 from vectorlay.app.agent.sessions import SessionLoop
+from vectorlay.app.agent.statusboard import StatusBoard
 from vectorlay.app.agent.sync import ConflictLog, ForeignLog, HostState, RuntimeSync
 from vectorlay.domain.agent.heartbeat import HeartbeatPolicy, ReconnectPolicy, backoff
 from vectorlay.domain.agent.identity import NodeConfig
+from vectorlay.domain.agent.imagegc import normalize_ref
 from vectorlay.domain.agent.replicas import ReplicaTable
 from vectorlay.errors import FatalError
-from vectorlay.ports import Clock, ConfigStore, HardwareProbe, Runtime, Transport
+from vectorlay.ports import (
+    Clock,
+    ConfigStore,
+    DeployRecord,
+    DiskProbe,
+    HardwareProbe,
+    ImageRuntime,
+    Runtime,
+    Transport,
+)
 
 log = logging.getLogger("vectorlay.agent")
 
@@ -58,6 +71,9 @@ class Agent:
         store: ConfigStore,
         clock: Clock,
         rand: Callable[[], float] | None = None,
+        disk: DiskProbe | None = None,
+        images: ImageRuntime | None = None,
+        record: DeployRecord | None = None,
     ) -> None:
         self.config = config
         self.transport = transport
@@ -65,6 +81,9 @@ class Agent:
         self.probe = probe
         self.store = store
         self.clock = clock
+        self.disk = disk  # the image store's free space, re-read every heartbeat interval
+        self.images = images  # for image garbage collection (with disk and record)
+        self.record = record  # when each image was last deployed
         # Read whenever a backoff sequence starts afresh, so it may be swapped while running.
         self.rand = rand or random.Random().random
         self.heartbeat_policy = HeartbeatPolicy(interval=config.heartbeat_interval)
@@ -76,6 +95,8 @@ class Agent:
         self.outbox = Outbox(config.outbox_size)
         self.sessions = 0  # sessions that connected, for the life of the process
         self._stop_requested = anyio.Event()
+        self.board: StatusBoard | None = None  # set while running
+        self.collector: ImageCollector | None = None  # set while running, with images
 
     async def run(self) -> int:
         """Run until :meth:`request_stop` (returns 0) or a fatal error (non-zero)."""
@@ -89,6 +110,18 @@ class Agent:
             self.table.node_id = identity.node_id
         async with anyio.create_task_group() as tasks:
             host = await HostState.probed(self.probe, self.table, self.clock)
+            board = self.board = StatusBoard(
+                clock=self.clock,
+                interval=self.config.heartbeat_interval,
+                table=self.table,
+                outbox=self.outbox,
+                control_plane_url=None,
+                node_id=identity.node_id if isinstance(identity, NodeConfig) else None,
+                status_path=self.config.status_file,
+                metrics_path=self.config.metrics_textfile,
+            )
+            board.host = host
+            host.listeners.append(board.touch)
             conflicts = ConflictLog(self.table, ForeignLog(self.table, host.recheck_gpus))
             heartbeats = Heartbeats(
                 tasks,
@@ -99,6 +132,12 @@ class Agent:
                 policy=self.heartbeat_policy,
                 metrics_wait=self.config.metrics_wait,
             )
+            board.heartbeats = heartbeats
+
+            def changed() -> None:
+                heartbeats.soon()
+                board.touch()
+
             runner = CommandRunner(
                 tasks,
                 runtime=self.runtime,
@@ -107,9 +146,11 @@ class Agent:
                 conflicts=conflicts,
                 outbox=self.outbox,
                 stopping=self._stop_requested,
-                done=heartbeats.soon,
+                done=changed,
                 max_concurrent=self.config.max_concurrent_commands,
                 stop_timeout=self.config.stop_timeout,
+                deployed=self._deployed,
+                stopped=self._replica_stopped,
             )
             sync = RuntimeSync(
                 runtime=self.runtime,
@@ -117,7 +158,7 @@ class Agent:
                 clock=self.clock,
                 conflicts=conflicts,
                 busy=runner.busy,
-                changed=heartbeats.soon,
+                changed=changed,
                 resync_interval=self.config.resync_interval,
                 retry_delay=self.config.reconnect_delay or 1.0,
             )
@@ -143,7 +184,36 @@ class Agent:
                 stopping=self._stop_requested,
                 backoff=self._backoff,
                 opened=self._count_session,
+                board=board,
             )
+            board.set_url(sessions.url)
+            if self.disk is not None:
+                watch = DiskWatch(
+                    self.disk,
+                    host=host,
+                    clock=self.clock,
+                    interval=self.config.heartbeat_interval,
+                    ready_changed=sessions.send_system_info,
+                )
+                watch.readers.append(board.disk_read)
+                if self.images is not None and self.record is not None:
+                    self.collector = ImageCollector(
+                        self.images,
+                        self.disk,
+                        table=self.table,
+                        pulling=runner.pulling,
+                        record=self.record,
+                        clock=self.clock,
+                        after=watch.read_safely,
+                        counted=board.images_collected,
+                    )
+                    watch.readers.append(self.collector.disk_read)
+                    tasks.start_soon(self.collector.run)
+                # The first system_info already carries the disk.
+                await watch.read_safely()
+                tasks.start_soon(watch.follow)
+            if self.config.status_file is not None or self.config.metrics_textfile is not None:
+                tasks.start_soon(board.run)
             tasks.start_soon(sync.watch)
             tasks.start_soon(sessions.abandon_dial_on_stop)
             try:
@@ -164,6 +234,16 @@ class Agent:
         given up at once.
         """
         self._stop_requested.set()
+
+    def _deployed(self, outcome: str, image: str) -> None:
+        if self.board is not None:
+            self.board.deployed(outcome, image)
+        if self.record is not None:
+            self.record.deployed(normalize_ref(image), self.clock.now())
+
+    def _replica_stopped(self) -> None:
+        if self.collector is not None:
+            self.collector.replica_stopped()
 
     def _backoff(self) -> Iterator[float]:
         return backoff(self.reconnect_policy, self.rand)

@@ -10,6 +10,7 @@ or exit when retrying cannot help.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Iterator, Sequence
 
@@ -20,6 +21,7 @@ from vectorlay.app.agent.commands import CommandRunner, Outbox
 from vectorlay.app.agent.config import EXIT_CONFIG, EXIT_OK, EXIT_UNAUTHORIZED, AgentConfig
 from vectorlay.app.agent.heartbeats import Heartbeats
 from vectorlay.app.agent.registration import Identity, credential, register
+from vectorlay.app.agent.statusboard import StatusBoard
 from vectorlay.app.agent.sync import HostState, RuntimeSync
 from vectorlay.app.agent.waits import sleep_or_until
 from vectorlay.domain.agent.framing import fit_frame
@@ -102,6 +104,7 @@ class SessionLoop:
         stopping: anyio.Event,
         backoff: Callable[[], Iterator[float]],
         opened: Callable[[], None],
+        board: StatusBoard | None = None,
     ) -> None:
         self._config = config
         self.identity = identity
@@ -117,6 +120,7 @@ class SessionLoop:
         self._stopping = stopping
         self._backoff = backoff  # a fresh delay sequence: the reset after a good session
         self._opened = opened  # called for every session that connected
+        self._board = board  # told of sessions opening, ending and retrying
         self._session: Session | None = None  # the connected session, if any
         self._attempt = anyio.CancelScope()  # the scope of the attempt under way
 
@@ -129,7 +133,7 @@ class SessionLoop:
         delays = self._backoff()
         while not self._stopping.is_set():
             try:
-                await self._attempt_session()
+                await self._observed_attempt()
             except FatalError as exc:
                 log.error("%s", exc)
                 return exc.exit_code
@@ -175,6 +179,8 @@ class SessionLoop:
             # Every delay is at least the reconnect delay, after a 4409 too.
             delay = next(delays)
             log.info("reconnecting in %.1f s", delay)
+            if self._board is not None:
+                self._board.retrying(delay)
             await sleep_or_until(self._clock, delay, self._stopping)
         return EXIT_OK
 
@@ -187,6 +193,27 @@ class SessionLoop:
         await self._stopping.wait()
         if self._session is None:
             self._attempt.cancel()
+
+    async def send_system_info(self) -> None:
+        """A fresh ``system_info`` on the open session (readiness changed); no-op when none."""
+        session = self._session
+        if session is None or session.system_info_at is None:
+            return  # a session still opening sends the current report itself
+        if not isinstance(self.identity, NodeConfig):
+            return
+        # A failed send: the session's reader sees the same failure and ends it.
+        with contextlib.suppress(TransportError):
+            await session.send(system_info(self.identity, self._host.report, self._table))
+
+    async def _observed_attempt(self) -> None:
+        try:
+            await self._attempt_session()
+        except BaseException as exc:
+            if self._board is not None:
+                self._board.session_ended(exc)
+            raise
+        if self._board is not None:
+            self._board.session_ended(None)
 
     async def _attempt_session(self) -> None:
         try:
@@ -236,6 +263,12 @@ class SessionLoop:
         await session.send(system_info(node, report, self._table))
         session.step(Event.SYSTEM_INFO_SENT)
         session.system_info_at = self._clock.monotonic()
+        if self._board is not None:
+            self._board.session_opened(node.node_id)
+        if self._host.report is not report:
+            # The host changed while system_info was on its way (a disk
+            # reading): the control plane gets the current report too.
+            await session.send(system_info(node, self._host.report, self._table))
         log.info(
             "session open: node %s, %s, %d replica(s)",
             node.node_id,

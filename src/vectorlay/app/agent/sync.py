@@ -18,12 +18,14 @@ from contextlib import aclosing
 import anyio
 from msgspec.structs import replace
 
+from vectorlay.domain.agent.disk import with_disk
 from vectorlay.domain.agent.gpustate import changed as gpus_changed
 from vectorlay.domain.agent.gpustate import with_foreign, with_quarantine
 from vectorlay.domain.agent.ownership import foreign_summary
 from vectorlay.domain.agent.quarantine import Quarantine
 from vectorlay.domain.agent.replicas import Replica, ReplicaTable, assignable_slots
-from vectorlay.domain.messages import Gpu, HostReport
+from vectorlay.domain.hostreport import is_ready
+from vectorlay.domain.messages import Dependency, Gpu, HostReport
 from vectorlay.errors import ContainerRuntimeError
 from vectorlay.ports import Clock, HardwareProbe, Runtime
 
@@ -52,6 +54,8 @@ class HostState:
         self._probed_gpus: list[Gpu] = list(report.hardware.gpus)
         self.report = report
         self._taken_at = clock.monotonic()
+        # Called whenever the report changes (status file, metrics).
+        self.listeners: list[Callable[[], None]] = []
         self._take(report)
 
     @classmethod
@@ -74,6 +78,9 @@ class HostState:
         self._probed_gpus = await self._probe.gpus()
         before = self.report.hardware.gpus
         self._apply_gpus()
+        if self.report.hardware.gpus != before:
+            for listener in self.listeners:
+                listener()
         return gpus_changed(before, self.report.hardware.gpus)
 
     def _apply_gpus(self) -> None:
@@ -102,12 +109,34 @@ class HostState:
         have changed the GPUs' state: the GPU watch looks at once."""
         self.gpus_due.set()
 
+    def set_disk(self, disk: Dependency) -> bool:
+        """A fresh ``disk`` dependency in the report; True when readiness changed."""
+        old = self.report
+        dependencies = with_disk(old.dependencies, disk)
+        if dependencies == old.dependencies:
+            return False
+        ready = is_ready(dependencies)
+        self.report = replace(old, dependencies=dependencies, ready=ready)
+        for listener in self.listeners:
+            listener()
+        if ready != old.ready:
+            log.log(
+                logging.INFO if ready else logging.WARNING,
+                "host is now %s: %s",
+                "ready" if ready else "degraded",
+                disk.detail,
+            )
+            return True
+        return False
+
     def older_than(self, seconds: float) -> bool:
         return self._clock.monotonic() - self._taken_at > seconds
 
     def _take(self, report: HostReport) -> None:
         self.report = report
         self._apply_gpus()
+        for listener in self.listeners:
+            listener()
         if not report.ready:
             missing = [f"{d.name} ({d.detail})" for d in report.dependencies if not d.ok]
             log.warning("host is degraded: %s", "; ".join(missing))
