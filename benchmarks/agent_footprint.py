@@ -184,7 +184,7 @@ import sys, tracemalloc
 tracemalloc.start()
 from pathlib import Path
 from vectorlay.app.agent.bootstrap import build_agent
-from vectorlay.app.settings import AgentSettings
+from vectorlay.app.agent.settings import AgentSettings
 build_agent(AgentSettings(control_plane_url="ws://127.0.0.1:1/v1/agent",
                           org_token="x", state_dir=Path(sys.argv[1])))
 snap = tracemalloc.take_snapshot()

@@ -2,7 +2,9 @@
 
 Adapters in :mod:`vectorlay.adapters` implement them for real hosts;
 :mod:`vectorlay.adapters.memory` implements every one in memory for tests.
-This module imports only the domain.
+This module imports only the domain, and each program's types only for
+annotations, so that neither program's process loads the other's domain
+through it.
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
-from vectorlay.domain.agent.disk import DiskCheck
-from vectorlay.domain.agent.identity import NodeConfig
-from vectorlay.domain.agent.imagegc import Image
-from vectorlay.domain.agent.replicas import ContainerSpec, ContainerState
 from vectorlay.domain.messages import Gpu, HostMetrics, HostReport
+
+if TYPE_CHECKING:
+    from vectorlay.domain.agent.disk import DiskCheck
+    from vectorlay.domain.agent.identity import NodeConfig
+    from vectorlay.domain.agent.imagegc import Image
+    from vectorlay.domain.agent.replicas import ContainerSpec, ContainerState
 
 
 class Connection(Protocol):

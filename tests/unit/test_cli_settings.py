@@ -18,6 +18,7 @@ import pytest
 from tests.support import ORG_TOKEN as SECRET
 from vectorlay import __version__
 from vectorlay.app import cli, logs
+from vectorlay.app.agent.settings import AgentSettings, CheckSettings
 from vectorlay.app.cli import main
 from vectorlay.app.options import (
     Notes,
@@ -26,7 +27,7 @@ from vectorlay.app.options import (
     check_settings,
     control_plane_settings,
 )
-from vectorlay.app.settings import AgentSettings, CheckSettings, ControlPlaneSettings
+from vectorlay.app.settings import ControlPlaneSettings
 
 
 def parse(*argv: str) -> argparse.Namespace:

@@ -341,6 +341,23 @@ def agent_loads_control_plane(root: Path, package: str = "vectorlay") -> list[st
     )
 
 
+def control_plane_loads_agent(root: Path, package: str = "vectorlay") -> list[str]:
+    """What of the agent the control plane's process would load, sorted.
+
+    The process starts from the control plane's server side (its app, domain
+    and server adapters); its in-memory store twin is a test adapter and
+    loads with the other twins.
+    """
+    entry = [
+        m
+        for m, _, _ in _modules(root, package)
+        if _in_any(m, package, ("app.controlplane", "domain.fleet", "adapters.controlplane"))
+    ]
+    loaded = loaded_by(root, package, entry)
+    assert _absolute(package, "domain.fleet.fleet") in loaded or not entry
+    return sorted(name for name in loaded if _in_any(name, package, AGENT))
+
+
 SOURCE_ROOT: Final = Path(vectorlay.__file__).parent
 
 
@@ -387,6 +404,10 @@ def test_every_module_belongs_to_a_program_or_is_shared() -> None:
 
 def test_the_agent_process_never_loads_the_control_plane() -> None:
     assert agent_loads_control_plane(SOURCE_ROOT) == []
+
+
+def test_the_control_plane_process_never_loads_the_agent() -> None:
+    assert control_plane_loads_agent(SOURCE_ROOT) == []
 
 
 def test_the_walk_sees_the_real_modules() -> None:

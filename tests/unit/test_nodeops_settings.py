@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from vectorlay.app import cli, options
+from vectorlay.app.agent.settings import AgentSettings, CheckSettings
 from vectorlay.app.cli import main
 from vectorlay.app.options import UsageError
-from vectorlay.app.settings import AgentSettings, CheckSettings
 
 
 def run_settings(*argv: str, env: dict[str, str] | None = None) -> AgentSettings:

@@ -31,7 +31,7 @@ from tests.support.gpukernel import (
 from vectorlay.adapters.probe.host import HostProbe
 from vectorlay.adapters.probe.iommu import read_groups, vfio_device_present
 from vectorlay.app.agent import prepare_gpus
-from vectorlay.app.settings import PrepareGpusSettings
+from vectorlay.app.agent.settings import PrepareGpusSettings
 from vectorlay.domain.agent.passthrough import is_assignable
 
 GPU = "0000:01:00.0"

@@ -21,7 +21,7 @@ from tests.support.gpukernel import Device, FakeKernel
 from vectorlay.adapters.probe.host import HostProbe
 from vectorlay.adapters.probe.iommu import read_groups, vfio_device_present
 from vectorlay.app.agent import prepare_gpus
-from vectorlay.app.settings import PrepareGpusSettings
+from vectorlay.app.agent.settings import PrepareGpusSettings
 from vectorlay.domain.agent.passthrough import is_assignable
 
 LISTINGS = Path(__file__).resolve().parents[1] / "fixtures" / "sysfs" / "iommu_groups"

@@ -21,7 +21,7 @@ from vectorlay.app import cli, options
 from vectorlay.app.agent import prepare_gpus
 from vectorlay.app.agent.gpu_unit import UNIT_NAME, persist, render_unit
 from vectorlay.app.agent.gpubind import apply_plan, ensure_loaded
-from vectorlay.app.settings import PrepareGpusSettings
+from vectorlay.app.agent.settings import PrepareGpusSettings
 from vectorlay.domain.agent.gpuprep import GpuFacts, Plan, make_plan
 from vectorlay.domain.agent.passthrough import GroupMember, IommuGroup
 

@@ -22,6 +22,15 @@ from typing import Any, Final, NoReturn
 from vectorlay import __version__
 from vectorlay.adapters.runtime.engines import DEFAULT_OCI_RUNTIMES, ENGINES
 from vectorlay.app import logs
+from vectorlay.app.agent.settings import (
+    DEFAULT_DATA_PATH,
+    DEFAULT_STATE_DIR,
+    DEFAULT_STOP_TIMEOUT,
+    AgentSettings,
+    CheckSettings,
+    PrepareGpusSettings,
+    StatusSettings,
+)
 from vectorlay.app.backends import missing_backend
 from vectorlay.app.options import (
     AGENT_DEFAULTS,
@@ -38,14 +47,7 @@ from vectorlay.app.options import (
 from vectorlay.app.settings import (
     DEFAULT_CP_DB,
     DEFAULT_CP_LISTEN,
-    DEFAULT_DATA_PATH,
-    DEFAULT_STATE_DIR,
-    DEFAULT_STOP_TIMEOUT,
-    AgentSettings,
-    CheckSettings,
     ControlPlaneSettings,
-    PrepareGpusSettings,
-    StatusSettings,
 )
 from vectorlay.domain.agent.disk import DEFAULT_MIN_FREE_GB
 from vectorlay.domain.agent.heartbeat import DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_RECONNECT_DELAY

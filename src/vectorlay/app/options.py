@@ -19,18 +19,20 @@ from typing import Final, TypeVar
 from vectorlay.adapters.filesystem import CONFIG_FILE_NAME
 from vectorlay.adapters.runtime.engines import DEFAULT_OCI_RUNTIMES, ENGINES
 from vectorlay.app import logs
-from vectorlay.app.settings import (
-    DEFAULT_CP_DB,
-    DEFAULT_CP_LISTEN,
+from vectorlay.app.agent.settings import (
     DEFAULT_DATA_PATH,
     DEFAULT_STATE_DIR,
     DEFAULT_STOP_TIMEOUT,
     AgentSettings,
     CheckSettings,
-    ControlPlaneSettings,
-    LogSettings,
     PrepareGpusSettings,
     StatusSettings,
+)
+from vectorlay.app.settings import (
+    DEFAULT_CP_DB,
+    DEFAULT_CP_LISTEN,
+    ControlPlaneSettings,
+    LogSettings,
 )
 from vectorlay.domain.agent.disk import DEFAULT_MIN_FREE_GB
 from vectorlay.domain.agent.heartbeat import DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_RECONNECT_DELAY

@@ -1,7 +1,11 @@
-"""Typed settings of each command, filled by :mod:`vectorlay.app.cli`.
+"""Settings the shared command line builds for every program but the agent's.
 
-Secrets (the org token, admin token) are held here after being read from a
-file or the environment; the reprs never show them.
+:class:`LogSettings` for every command, and the reference control plane's
+settings (``control-plane``), here rather than in the control plane's package
+so that parsing a command line never loads that package into the agent's
+process.  The agent's settings need its adapters' defaults (the engines) and
+live in :mod:`vectorlay.app.agent.settings`.  Secrets (org and admin tokens)
+are held here after being read; the reprs never show them.
 """
 
 from __future__ import annotations
@@ -9,17 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vectorlay.adapters.runtime.engines import DEFAULT_ENGINE, default_oci_runtime
-from vectorlay.domain.agent.disk import DEFAULT_MIN_FREE_GB
-from vectorlay.domain.agent.heartbeat import DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_RECONNECT_DELAY
 from vectorlay.domain.liveness import DEFAULT_OFFLINE_AFTER
-
-DEFAULT_STATE_DIR = Path("/var/lib/vectorlay")
-DEFAULT_DATA_PATH = Path("/data")
-DEFAULT_STOP_TIMEOUT = 30.0
-DEFAULT_CP_LISTEN = "127.0.0.1:8787"
-DEFAULT_CP_DB = Path("vectorlay-cp.sqlite3")
-DEFAULT_OCI_RUNTIME = default_oci_runtime(DEFAULT_ENGINE)
 
 
 @dataclass(frozen=True)
@@ -28,46 +22,8 @@ class LogSettings:
     level: str = "info"
 
 
-@dataclass(frozen=True)
-class CheckSettings:
-    json: bool = False
-    data_path: Path = DEFAULT_DATA_PATH
-    engine: str = DEFAULT_ENGINE
-    # The engine's command: its name on PATH unless --engine-cli says otherwise.
-    engine_cli: str = DEFAULT_ENGINE
-    backend: str = "asyncio"
-    log: LogSettings = field(default_factory=LogSettings)
-    image_store: Path | None = None  # None: the engine's own
-    min_free_gb: int = DEFAULT_MIN_FREE_GB
-
-
-@dataclass(frozen=True)
-class StatusSettings:
-    json: bool = False
-    state_dir: Path = DEFAULT_STATE_DIR
-    log: LogSettings = field(default_factory=LogSettings)
-    backend: str = "asyncio"
-
-
-@dataclass(frozen=True)
-class AgentSettings:
-    control_plane_url: str | None = None
-    org_token: str | None = field(default=None, repr=False)
-    state_dir: Path = DEFAULT_STATE_DIR
-    data_path: Path = DEFAULT_DATA_PATH
-    heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL
-    reconnect_delay: float = DEFAULT_RECONNECT_DELAY
-    oci_runtime: str = DEFAULT_OCI_RUNTIME
-    engine: str = DEFAULT_ENGINE
-    engine_cli: str = DEFAULT_ENGINE
-    ca_file: Path | None = None
-    insecure: bool = False
-    stop_timeout: float = DEFAULT_STOP_TIMEOUT
-    backend: str = "asyncio"
-    log: LogSettings = field(default_factory=LogSettings)
-    image_store: Path | None = None  # None: the engine's own
-    min_free_gb: int = DEFAULT_MIN_FREE_GB
-    metrics_textfile: Path | None = None
+DEFAULT_CP_LISTEN = "127.0.0.1:8787"
+DEFAULT_CP_DB = Path("vectorlay-cp.sqlite3")
 
 
 @dataclass(frozen=True)
@@ -78,16 +34,5 @@ class ControlPlaneSettings:
     org_tokens: tuple[str, ...] = field(default=(), repr=False)
     admin_tokens: tuple[str, ...] = field(default=(), repr=False)
     offline_after: float = DEFAULT_OFFLINE_AFTER
-    backend: str = "asyncio"
-    log: LogSettings = field(default_factory=LogSettings)
-
-
-@dataclass(frozen=True)
-class PrepareGpusSettings:
-    apply: bool = False
-    persist: bool = False
-    json: bool = False
-    gpus: tuple[str, ...] = ()  # normalized PCI addresses named with --gpu; () = every GPU
-    root: Path | None = None  # --root: where --persist installs the unit (default /)
     backend: str = "asyncio"
     log: LogSettings = field(default_factory=LogSettings)

@@ -13,8 +13,8 @@ from vectorlay import __version__
 from vectorlay.app.agent.config import EXIT_CONFIG, AgentConfig
 from vectorlay.app.agent.registration import load_identity
 from vectorlay.app.agent.service import Agent
+from vectorlay.app.agent.settings import AgentSettings
 from vectorlay.app.agent.statusboard import STATUS_FILE_NAME
-from vectorlay.app.settings import AgentSettings
 from vectorlay.domain.agent.heartbeat import HeartbeatPolicy
 from vectorlay.errors import ConfigError, FatalError, InsecureURL
 

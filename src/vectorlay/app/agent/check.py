@@ -17,7 +17,7 @@ import anyio
 import msgspec
 
 from vectorlay.adapters.probe.host import HostProbe
-from vectorlay.app.settings import CheckSettings
+from vectorlay.app.agent.settings import CheckSettings
 from vectorlay.domain.agent.replicas import assignable_slots
 from vectorlay.domain.messages import Dependency, Gpu, HostReport, Storage
 

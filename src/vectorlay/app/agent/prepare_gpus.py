@@ -36,7 +36,7 @@ from vectorlay.app.agent.gpubind import (
     failed,
     modprobe,
 )
-from vectorlay.app.settings import PrepareGpusSettings
+from vectorlay.app.agent.settings import PrepareGpusSettings
 from vectorlay.domain.agent.gpuprep import (
     GroupPlan,
     Plan,

@@ -19,8 +19,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
+from vectorlay.app.agent.settings import StatusSettings
 from vectorlay.app.agent.statusboard import STATUS_FILE_NAME
-from vectorlay.app.settings import StatusSettings
 
 EXIT_CONNECTED: Final = 0
 EXIT_NOT_CONNECTED: Final = 1
