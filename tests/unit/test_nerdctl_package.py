@@ -48,7 +48,7 @@ def test_reading_the_settings_does_not_load_the_runtime_machinery() -> None:
     # The settings' defaults come from the adapter; `status` and library users
     # of the settings must not pay for the process and async machinery.
     code = (
-        "import sys, vectorlay.app.settings as s\n"
+        "import sys, vectorlay.app.agent.settings as s\n"
         "assert s.AgentSettings().oci_runtime == 'io.containerd.kata.v2'\n"
         "print(sorted(m for m in sys.modules if m in ("
         "'vectorlay.adapters.runtime.runtime', 'vectorlay.adapters.runtime.events',"

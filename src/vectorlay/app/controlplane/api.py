@@ -30,7 +30,13 @@ from vectorlay.adapters.controlplane.http import (
     token_matches,
 )
 from vectorlay.domain.fleet.fleet import Fleet
-from vectorlay.domain.fleet.records import HOLDS_GPUS, NodeRecord, ReplicaRecord, Send
+from vectorlay.domain.fleet.records import (
+    HOLDS_GPUS,
+    NodeRecord,
+    ReplicaPhase,
+    ReplicaRecord,
+    Send,
+)
 from vectorlay.domain.messages import DeployPayload
 from vectorlay.domain.messages import rfc3339 as wire_time
 from vectorlay.domain.validation import (
@@ -123,8 +129,11 @@ def replica_view(replica: ReplicaRecord) -> dict[str, Any]:
         "image": replica.image,
         "gpu_count": replica.gpu_count,
         "status": replica.status.value,
-        # The PCI addresses the replica holds, as its node names them.
-        "gpus": list(replica.gpus),
+        # The PCI addresses the replica holds, as its node names them: null
+        # until known and once it holds none ([] for one running without GPUs).
+        "gpus": (
+            list(replica.gpus) if replica.gpus or replica.status is ReplicaPhase.RUNNING else None
+        ),
         "exit_code": replica.exit_code,
         "error": replica.error,
     }
