@@ -96,6 +96,7 @@ AGENT: Final = (
     "adapters.runtime",
     "adapters.probe",
     "adapters.memory.agent",
+    "adapters.memory.host",
     "app.agent",
     "adapters.textfiles",
     "adapters.deployrecord",

@@ -1,7 +1,8 @@
 """In-memory adapters for every port: for tests, yours and ours.
 
-The agent's twins are in :mod:`.agent`, the control plane's store in
-:mod:`.fleet`; both are importable from here.
+The agent's twins are in :mod:`.agent` (the host's probe, disk and images in
+:mod:`.host`), the control plane's store in :mod:`.fleet`; all
+are importable from here.
 """
 
 from vectorlay.adapters.memory.agent import (
@@ -9,15 +10,12 @@ from vectorlay.adapters.memory.agent import (
     ManualClock,
     MemoryConfigStore,
     MemoryConnection,
-    MemoryDisk,
-    MemoryImages,
     MemoryPeer,
     MemoryRuntime,
     MemoryTransport,
-    StaticProbe,
-    sample_report,
 )
 from vectorlay.adapters.memory.fleet import MemoryFleetStore
+from vectorlay.adapters.memory.host import MemoryDisk, MemoryImages, StaticProbe, sample_report
 
 __all__ = [
     "Frame",
