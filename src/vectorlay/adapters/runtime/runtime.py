@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final, Literal
 
 import anyio
-import msgspec
 
 from vectorlay.adapters.commands import run_command
 from vectorlay.adapters.runtime.argv import (
@@ -57,6 +56,7 @@ from vectorlay.adapters.runtime.envfile import (
 )
 from vectorlay.adapters.runtime.events import event_changes
 from vectorlay.adapters.runtime.nerdctl import ps_status_key
+from vectorlay.adapters.runtime.oomkills import OomKills
 from vectorlay.adapters.runtime.output import Listed, one_per_replica, parse_inspect
 from vectorlay.adapters.runtime.stderr import clip, failure, worded_for_result
 from vectorlay.domain.agent.replicas import ContainerSpec, ContainerState, container_name
@@ -72,8 +72,6 @@ from vectorlay.errors import (
 log = logging.getLogger(__name__)
 
 INSPECT_OUTPUT_LIMIT: Final = 64 * 1024 * 1024
-# Containers with an OOM kill on record; bounded so a churning host cannot grow it.
-OOM_MEMORY: Final = 4096
 STDOUT_LIMIT: Final = 1024 * 1024
 # `nerdctl run` redraws its pull progress every 100 ms for as long as a pull
 # takes, terminal or not: of stderr only the end (where the error is) is kept.
@@ -184,8 +182,7 @@ class EngineRuntime:
         # Container ids worth waking the agent for; kept by list() and run().
         self._known_ids: set[str] = set()
         self._starting = 0
-        # Container ids the event stream reported an OOM kill for (in order).
-        self._oom_ids: dict[str, None] = {}
+        self._oom_kills = OomKills()
 
     # --- the port ----------------------------------------------------------
 
@@ -262,7 +259,7 @@ class EngineRuntime:
             self._known_ids = (
                 {item.container_id for item in listed} | (self._known_ids - before) | set(refs)
             )
-            return one_per_replica(self._with_oom(listed))
+            return one_per_replica(self._oom_kills.mark(listed))
 
     async def changes(self) -> AsyncGenerator[None, None]:
         source = (
@@ -393,31 +390,10 @@ class EngineRuntime:
 
     # --- watching ----------------------------------------------------------
 
-    def _with_oom(self, listed: ListedItems) -> ListedItems:
-        """Mark the ended containers the event stream reported OOM kills for."""
-        if not self._oom_ids:
-            return listed
-        out: ListedItems = []
-        for item in listed:
-            if (
-                item.container_id in self._oom_ids
-                and item.state.status is not ReplicaStatus.RUNNING
-            ):
-                item = Listed(
-                    item.container_id,
-                    item.name,
-                    msgspec.structs.replace(item.state, oom_killed=True),
-                )
-            out.append(item)
-        return out
-
     def _relevant(self, line: bytes) -> bool:
         oom = self._dialect.oom_container(line)
         if oom is not None:
-            self._oom_ids.pop(oom, None)
-            self._oom_ids[oom] = None
-            while len(self._oom_ids) > OOM_MEMORY:
-                del self._oom_ids[next(iter(self._oom_ids))]
+            self._oom_kills.note(oom)
         container_id = self._dialect.changed_container(line)
         if container_id is None:
             return False
