@@ -20,7 +20,6 @@ from vectorlay.domain.fleet.inventory import Inventory
 from vectorlay.domain.fleet.node import Event, Status, step
 from vectorlay.domain.fleet.records import (
     LIVE_REPORT,
-    NOT_REPORTED,
     STOP_FAILED,
     CommandKind,
     FleetChanges,
@@ -37,6 +36,7 @@ from vectorlay.domain.fleet.records import (
     reported,
 )
 from vectorlay.domain.fleet.removal import removal_problem
+from vectorlay.domain.fleet.reports import may_reattach, unreported
 from vectorlay.domain.hostreport import is_ready
 from vectorlay.domain.liveness import LivenessPolicy
 from vectorlay.domain.messages import (
@@ -403,33 +403,12 @@ class Fleet:
         return []
 
     def _fail_unreported(self, node_id: str, reports: Sequence[ReplicaReport]) -> None:
-        """Replicas the node's complete list leaves out are gone from it."""
-        reported = {r.replica_id for r in reports}
-        for replica_id in self._records.movable_on(node_id):
-            if replica_id in reported:
-                continue
-            if self._ledger.awaits(node_id, replica_id, CommandKind.DEPLOY):
-                continue  # not started yet, or its answer is still on the way
-            replica = self._records.replica(replica_id)
-            assert replica is not None  # movable_on lists known replicas only
-            self._records.set_replica(
-                msgspec.structs.replace(replica, status=ReplicaPhase.FAILED, error=NOT_REPORTED)
-            )
+        for failed in unreported(self._records, self._ledger, node_id, reports):
+            self._records.set_replica(failed)
 
     def _reattach(self, node_id: str, replica: ReplicaRecord, status: ReplicaStatus) -> bool:
-        """A replica waiting for room that the node still runs stays there, if it may.
-
-        Stopping it there to deploy it again (there or elsewhere) would
-        restart the workload for nothing.  The node must be able to take it
-        as a deploy (status, free GPUs); otherwise it is a duplicate.
-        """
-        if not self._records.is_waiting(replica.replica_id) or status not in LIVE_REPORT:
-            return False
-        if (node_id, replica.replica_id) in self._ledger:
-            # A stop sent while the replica lived elsewhere may already be on
-            # its way to the agent: this copy is going, so it is not one to keep.
-            return False
-        if placement.room_for(self._records, node_id, replica.gpu_count) is None:
+        """Keep a waiting replica where its node still runs it, when it may stay."""
+        if not may_reattach(self._records, self._ledger, node_id, replica, status):
             return False
         self._records.set_replica(
             msgspec.structs.replace(
