@@ -16,7 +16,6 @@ from typing import Any, Final
 
 import msgspec
 
-from vectorlay.domain.decode_errors import explain_validation_error, first_line
 from vectorlay.domain.redact import redacted_items, redacted_repr
 from vectorlay.errors import (
     InvalidMessage,
@@ -329,10 +328,15 @@ def _decode(data: bytes | str, decoder: msgspec.json.Decoder[Any], known: frozen
     try:
         return decoder.decode(data)
     except msgspec.ValidationError as exc:
+        # Loaded on the first bad frame only: a healthy session never needs it.
+        from vectorlay.domain.decode_errors import explain_validation_error
+
         raise explain_validation_error(str(exc), data, known) from None
     except RecursionError:
         raise InvalidMessage("message: JSON nested too deeply") from None
     except (msgspec.DecodeError, UnicodeError, ValueError) as exc:
+        from vectorlay.domain.decode_errors import first_line
+
         raise InvalidMessage(f"message: not valid UTF-8 JSON ({first_line(str(exc))})") from None
 
 

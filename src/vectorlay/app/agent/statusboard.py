@@ -28,7 +28,6 @@ import anyio
 from vectorlay import __version__
 from vectorlay.app.agent.commands import Outbox
 from vectorlay.app.agent.heartbeats import Heartbeats
-from vectorlay.app.agent.metrics import render_metrics
 from vectorlay.app.agent.sync import HostState
 from vectorlay.app.agent.waits import sleep_or_until
 from vectorlay.domain.agent.disk import DiskReading
@@ -233,6 +232,9 @@ class StatusBoard:
         if self._status_path is not None:
             self._write(self._status_path, json.dumps(snapshot, indent=2) + "\n")
         if self._metrics_path is not None:
+            # Only agents asked for a textfile load the Prometheus rendering.
+            from vectorlay.app.agent.metrics import render_metrics
+
             self._write(self._metrics_path, render_metrics(snapshot))
 
     async def run(self) -> None:
