@@ -23,36 +23,15 @@ from typing import Final
 import msgspec
 
 from vectorlay.adapters.runtime.dialect import Dialect
-from vectorlay.adapters.runtime.output import PsEntry
+from vectorlay.adapters.runtime.output import PsEntry, parse_ps_lines
 from vectorlay.adapters.runtime.stderr import fatal_message
-from vectorlay.errors import ContainerRuntimeError
 
 # --- ps ----------------------------------------------------------------------
 
 
-class _PsLine(msgspec.Struct):
-    id: str = msgspec.field(name="ID")
-    names: str = msgspec.field(default="", name="Names")
-    status: str = msgspec.field(default="", name="Status")
-
-
-_PS_DECODER: Final = msgspec.json.Decoder(_PsLine)
-
-
 def parse_ps(text: str) -> list[PsEntry]:
     """``docker ps --format '{{json .}}'``: one JSON object per line."""
-    entries: list[PsEntry] = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            item = _PS_DECODER.decode(line)
-        except msgspec.DecodeError as exc:
-            raise ContainerRuntimeError(
-                f"docker ps printed an unreadable line {number}: {exc}"
-            ) from None
-        entries.append(PsEntry(item.id, item.names, item.status))
-    return entries
+    return parse_ps_lines(text, "docker")
 
 
 # --- events ------------------------------------------------------------------

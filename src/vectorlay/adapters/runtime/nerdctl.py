@@ -20,7 +20,7 @@ import msgspec
 
 from vectorlay.adapters.runtime.dialect import Dialect
 from vectorlay.adapters.runtime.engines import KATA_SHIM
-from vectorlay.adapters.runtime.output import PsEntry
+from vectorlay.adapters.runtime.output import PsEntry, parse_ps_lines
 from vectorlay.adapters.runtime.stderr import fatal_message, is_no_such_container
 from vectorlay.domain.agent.imagegc import Image, normalize_ref
 from vectorlay.errors import ContainerRuntimeError
@@ -32,34 +32,12 @@ DEFAULT_OCI_RUNTIME: Final = KATA_SHIM
 # --- ps ----------------------------------------------------------------------
 
 
-class _PsLine(msgspec.Struct):
-    id: str = msgspec.field(name="ID")
-    names: str = msgspec.field(default="", name="Names")
-    status: str = msgspec.field(default="", name="Status")
-
-
-_PS_DECODER: Final = msgspec.json.Decoder(_PsLine)
 _STATUS_WORDS_RE: Final = re.compile(r"[A-Za-z]+(?: \(-?[0-9]+\))?")
 
 
 def parse_ps(text: str) -> list[PsEntry]:
-    """``nerdctl ps --format '{{json .}}'``: one JSON object per line.
-
-    Only the id, names and status are read; ``Labels`` is a comma-joined
-    string that cannot be split reliably and is left alone.
-    """
-    entries: list[PsEntry] = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            item = _PS_DECODER.decode(line)
-        except msgspec.DecodeError as exc:
-            raise ContainerRuntimeError(
-                f"nerdctl ps printed an unreadable line {number}: {exc}"
-            ) from None
-        entries.append(PsEntry(item.id, item.names, item.status))
-    return entries
+    """``nerdctl ps --format '{{json .}}'``: one JSON object per line."""
+    return parse_ps_lines(text, "nerdctl")
 
 
 def ps_status_key(status: str) -> str:

@@ -72,6 +72,35 @@ class _Inspected(msgspec.Struct):
 _INSPECT_DECODER: Final = msgspec.json.Decoder(list[_Inspected])
 
 
+class _PsLine(msgspec.Struct):
+    id: str = msgspec.field(name="ID")
+    names: str = msgspec.field(default="", name="Names")
+    status: str = msgspec.field(default="", name="Status")
+
+
+_PS_LINE_DECODER: Final = msgspec.json.Decoder(_PsLine)
+
+
+def parse_ps_lines(text: str, engine: str) -> list[PsEntry]:
+    """``<engine> ps --format '{{json .}}'`` (nerdctl, Docker): one JSON object per line.
+
+    Only the id, names and status are read; ``Labels`` is a comma-joined
+    string that cannot be split reliably and is left alone.
+    """
+    entries: list[PsEntry] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            item = _PS_LINE_DECODER.decode(line)
+        except msgspec.DecodeError as exc:
+            raise ContainerRuntimeError(
+                f"{engine} ps printed an unreadable line {number}: {exc}"
+            ) from None
+        entries.append(PsEntry(item.id, item.names, item.status))
+    return entries
+
+
 def parse_inspect(text: str) -> list[Listed]:
     """``nerdctl inspect --type container``: a JSON array of docker-compatible objects.
 
@@ -155,4 +184,11 @@ def one_per_replica(listed: Iterable[Listed]) -> list[ContainerState]:
     return [best[rid][1] for rid in sorted(best)]
 
 
-__all__ = ["Listed", "PsEntry", "one_per_replica", "parse_inspect", "replica_status"]
+__all__ = [
+    "Listed",
+    "PsEntry",
+    "one_per_replica",
+    "parse_inspect",
+    "parse_ps_lines",
+    "replica_status",
+]
