@@ -135,7 +135,9 @@ async def test_events_failing_at_once_are_retried_with_backoff(
     fake: FakeNerdctl, tmp_path: Path
 ) -> None:
     fake.fail("events", "FATA[0000] cannot access containerd socket\n", times=3)
-    rt = runtime(fake, tmp_path, events_restart_delay=0.1)
+    # Delays long enough that a loaded machine's process start-up (the fake is
+    # Python) cannot hide their doubling.
+    rt = runtime(fake, tmp_path, events_restart_delay=0.25)
     await rt.run(ContainerSpec("a", "nginx"))
     watcher = Watcher(rt)
     async with anyio.create_task_group() as tg:
@@ -147,7 +149,7 @@ async def test_events_failing_at_once_are_retried_with_backoff(
         tg.cancel_scope.cancel()
     starts = [c.start for c in calls_of(fake, "events")]
     gaps = [b - a for a, b in itertools.pairwise(starts)]
-    assert gaps[2] > gaps[0]  # the delay doubles: 0.1, 0.2, 0.4 s
+    assert gaps[2] > gaps[0]  # the delay doubles: 0.25, 0.5, 1 s
 
 
 async def test_watching_survives_a_missing_nerdctl(tmp_path: Path) -> None:
