@@ -20,10 +20,9 @@ import msgspec
 
 from vectorlay.adapters.runtime.dialect import Dialect
 from vectorlay.adapters.runtime.engines import KATA_SHIM
-from vectorlay.adapters.runtime.output import PsEntry, parse_ps_lines
+from vectorlay.adapters.runtime.output import PsEntry, json_lines, parse_ps_lines
 from vectorlay.adapters.runtime.stderr import fatal_message, is_no_such_container
 from vectorlay.domain.agent.imagegc import Image, normalize_ref
-from vectorlay.errors import ContainerRuntimeError
 
 # Kata's containerd shim: one micro-VM per container.
 DEFAULT_OCI_RUNTIME: Final = KATA_SHIM
@@ -208,15 +207,7 @@ def parse_size(text: str | int) -> int | None:
 def parse_images(text: str) -> list[Image]:
     """One :class:`Image` per reference; a multi-platform image counts its largest platform."""
     found: dict[str, Image] = {}
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            item = _IMAGE_DECODER.decode(line)
-        except msgspec.DecodeError as exc:
-            raise ContainerRuntimeError(
-                f"nerdctl images printed an unreadable line {number}: {exc}"
-            ) from None
+    for item in json_lines(text, _IMAGE_DECODER, "nerdctl images"):
         ref = _reference(item)
         if not ref:
             continue
@@ -240,15 +231,7 @@ def _reference(item: _ImageLine) -> str:
 def parse_images_in_use(text: str) -> set[str]:
     """The image of every container ``ps -a`` lists, normalized."""
     used: set[str] = set()
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            item = _PS_IMAGE_DECODER.decode(line)
-        except msgspec.DecodeError as exc:
-            raise ContainerRuntimeError(
-                f"nerdctl ps printed an unreadable line {number}: {exc}"
-            ) from None
+    for item in json_lines(text, _PS_IMAGE_DECODER, "nerdctl ps"):
         if item.image:
             used.add(item.image)
             used.add(normalize_ref(item.image))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeVar
 
 import msgspec
 
@@ -78,7 +78,28 @@ class _PsLine(msgspec.Struct):
     status: str = msgspec.field(default="", name="Status")
 
 
+T = TypeVar("T")
+
 _PS_LINE_DECODER: Final = msgspec.json.Decoder(_PsLine)
+
+
+def json_lines(text: str, decoder: msgspec.json.Decoder[T], what: str) -> list[T]:
+    """Output printed as one JSON object per line (blank lines skipped), decoded.
+
+    ``what`` names the command in the error (``nerdctl ps``), which gives the
+    line number, never the line: an engine's output can carry env values.
+    """
+    items: list[T] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            items.append(decoder.decode(line))
+        except msgspec.DecodeError as exc:
+            raise ContainerRuntimeError(
+                f"{what} printed an unreadable line {number}: {exc}"
+            ) from None
+    return items
 
 
 def parse_ps_lines(text: str, engine: str) -> list[PsEntry]:
@@ -87,18 +108,10 @@ def parse_ps_lines(text: str, engine: str) -> list[PsEntry]:
     Only the id, names and status are read; ``Labels`` is a comma-joined
     string that cannot be split reliably and is left alone.
     """
-    entries: list[PsEntry] = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            item = _PS_LINE_DECODER.decode(line)
-        except msgspec.DecodeError as exc:
-            raise ContainerRuntimeError(
-                f"{engine} ps printed an unreadable line {number}: {exc}"
-            ) from None
-        entries.append(PsEntry(item.id, item.names, item.status))
-    return entries
+    return [
+        PsEntry(item.id, item.names, item.status)
+        for item in json_lines(text, _PS_LINE_DECODER, f"{engine} ps")
+    ]
 
 
 def parse_inspect(text: str) -> list[Listed]:
