@@ -24,8 +24,7 @@ from vectorlay.adapters.runtime.engines import (
     load_dialect,
 )
 from vectorlay.adapters.runtime.nerdctl import ps_status_key
-from vectorlay.adapters.runtime.output import parse_inspect
-from vectorlay.adapters.runtime.runtime import _last_line
+from vectorlay.adapters.runtime.output import parse_inspect, printed_id
 from vectorlay.adapters.runtime.stderr import failure
 from vectorlay.domain.messages import ReplicaStatus
 from vectorlay.errors import (
@@ -177,7 +176,7 @@ def test_docker_ps_without_containers() -> None:
     ],
 )
 def test_run_prints_the_full_container_id(path: Path) -> None:
-    printed = _last_line(text(path))
+    printed = printed_id(text(path))
     assert CONTAINER_ID_RE.fullmatch(printed)
     assert len(printed) == 64
 

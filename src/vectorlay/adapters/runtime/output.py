@@ -83,6 +83,13 @@ T = TypeVar("T")
 _PS_LINE_DECODER: Final = msgspec.json.Decoder(_PsLine)
 
 
+def printed_id(stdout: str) -> str:
+    """The container id ``run -d`` printed: its last non-empty line (a pull's
+    progress, when there is one, comes before it)."""
+    lines = [line.strip() for line in stdout.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
 def json_lines(text: str, decoder: msgspec.json.Decoder[T], what: str) -> list[T]:
     """Output printed as one JSON object per line (blank lines skipped), decoded.
 

@@ -57,7 +57,7 @@ from vectorlay.adapters.runtime.envfile import (
 from vectorlay.adapters.runtime.events import event_changes
 from vectorlay.adapters.runtime.nerdctl import ps_status_key
 from vectorlay.adapters.runtime.oomkills import OomKills
-from vectorlay.adapters.runtime.output import Listed, one_per_replica, parse_inspect
+from vectorlay.adapters.runtime.output import Listed, one_per_replica, parse_inspect, printed_id
 from vectorlay.adapters.runtime.stderr import clip, failure, worded_for_result
 from vectorlay.domain.agent.replicas import ContainerSpec, ContainerState, container_name
 from vectorlay.domain.messages import ReplicaStatus
@@ -200,7 +200,7 @@ class EngineRuntime:
                     # the name (and the GPUs the agent is about to free).
                     await self._discard(spec.name)
                 raise
-            container_id = _last_line(output.stdout)
+            container_id = printed_id(output.stdout)
             if CONTAINER_ID_RE.fullmatch(container_id):
                 self._known_ids.add(container_id)
             return await self._started_state(spec, container_id)
@@ -427,11 +427,6 @@ class EngineRuntime:
             if snapshot is not None:
                 last = snapshot
             await anyio.sleep(self._poll_interval)
-
-
-def _last_line(text: str) -> str:
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else ""
 
 
 if TYPE_CHECKING:

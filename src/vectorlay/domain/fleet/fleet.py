@@ -31,6 +31,7 @@ from vectorlay.domain.fleet.records import (
     ReplicaRecord,
     Send,
     agent_error,
+    connected,
     held_gpus,
     phase_of,
     reported,
@@ -162,22 +163,7 @@ class Fleet:
         node = self._require_node(node_id)
         if info.node_id != node_id:
             raise WrongNode(f"system_info names node {info.node_id!r}, not this session's node")
-        state = node.state
-        if state.status is not Status.OFFLINE:
-            state = step(state, Event.DISCONNECT)  # a newer session replaced the old one
-        state = step(state, Event.CONNECT)
-        state = step(state, Event.DEPS_OK if info.ready else Event.DEPS_FAILED)
-        self._records.set_node(
-            msgspec.structs.replace(
-                node,
-                state=state,
-                agent_version=info.agent_version,
-                hardware=info.hardware,
-                dependencies=list(info.dependencies),
-                ready=info.ready,
-                last_seen=wall,
-            )
-        )
+        self._records.set_node(connected(node, info, wall))
         self._last_frame[node_id] = now
         self._connected.discard(node_id)  # commands from _observe are sent below with the rest
         self._observe(node_id, info.replicas)

@@ -13,7 +13,7 @@ from typing import Final
 
 import msgspec
 
-from vectorlay.domain.fleet.node import Node, Status
+from vectorlay.domain.fleet.node import Event, Node, Status, step
 from vectorlay.domain.messages import (
     Dependency,
     Deploy,
@@ -23,6 +23,7 @@ from vectorlay.domain.messages import (
     ReplicaStatus,
     ResultPayload,
     Stop,
+    SystemInfoPayload,
 )
 from vectorlay.domain.redact import redact_text
 
@@ -204,3 +205,21 @@ def token_digest(token: str) -> bytes:
     there is nothing to brute-force.
     """
     return hashlib.sha256(token.encode("utf-8")).digest()
+
+
+def connected(node: NodeRecord, info: SystemInfoPayload, wall: datetime) -> NodeRecord:
+    """The node as the ``system_info`` that opened (or reopened) its session shows it."""
+    state = node.state
+    if state.status is not Status.OFFLINE:
+        state = step(state, Event.DISCONNECT)  # a newer session replaced the old one
+    state = step(state, Event.CONNECT)
+    state = step(state, Event.DEPS_OK if info.ready else Event.DEPS_FAILED)
+    return msgspec.structs.replace(
+        node,
+        state=state,
+        agent_version=info.agent_version,
+        hardware=info.hardware,
+        dependencies=list(info.dependencies),
+        ready=info.ready,
+        last_seen=wall,
+    )
