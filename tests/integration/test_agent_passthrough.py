@@ -7,7 +7,6 @@ records what reaches the runtime.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -44,12 +43,6 @@ pytestmark = pytest.mark.integration
 
 NODE_ID = "node-gpu-1"
 BACKENDS = ["asyncio", "trio"]
-
-
-@pytest.fixture
-def peer() -> Iterator[WsPeer]:
-    with WsPeer() as p:
-        yield p
 
 
 def deploy(rid: str, gpus: int) -> Deploy:

@@ -7,8 +7,6 @@ the stateful fake nerdctl; the peer is scripted from the test.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -31,17 +29,6 @@ from vectorlay.domain.messages import (
 pytestmark = pytest.mark.integration
 
 NODE_ID = "node-int-1"
-
-
-@pytest.fixture
-def node(tmp_path: Path, reaper: Reaper) -> AgentNode:
-    return AgentNode.build(tmp_path, reaper)
-
-
-@pytest.fixture
-def peer() -> Iterator[WsPeer]:
-    with WsPeer() as p:
-        yield p
 
 
 def deploy(rid: str, gpus: int = 0, **env: str) -> Deploy:

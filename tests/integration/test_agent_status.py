@@ -11,7 +11,6 @@ import json
 import os
 import signal
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,17 +35,6 @@ pytestmark = pytest.mark.integration
 
 NODE_ID = "node-status-1"
 IMAGE = "ghcr.io/acme/llm:1.2"
-
-
-@pytest.fixture
-def node(tmp_path: Path, reaper: Reaper) -> AgentNode:
-    return AgentNode.build(tmp_path, reaper)
-
-
-@pytest.fixture
-def peer() -> Iterator[WsPeer]:
-    with WsPeer() as p:
-        yield p
 
 
 def status(node: AgentNode, *args: str) -> subprocess.CompletedProcess[str]:

@@ -11,7 +11,7 @@ import re
 import shutil
 import socket
 import traceback
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -49,12 +49,6 @@ from vectorlay.errors import (
 pytestmark = pytest.mark.integration
 
 USER_AGENT = "vectorlay-agent/0.1.0"
-
-
-@pytest.fixture
-def peer() -> Iterator[WsPeer]:
-    with WsPeer() as server:
-        yield server
 
 
 @pytest.fixture(scope="module")
