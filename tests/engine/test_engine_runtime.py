@@ -93,7 +93,10 @@ async def test_a_replica_from_run_to_stop(
         assert labels["vectorlay.gpus"] == "0000:17:00.0"
         host_config = item["HostConfig"]
         assert isinstance(host_config, dict)
-        assert [d["PathOnHost"] for d in host_config["Devices"]] == [f"/dev/vfio/{vfio_group}"]
+        # PathInContainer is the node the agent asked for; Podman works PathOnHost
+        # back out of major:minor, which every /dev/null stand-in shares.
+        devices = host_config["Devices"]
+        assert [d["PathInContainer"] for d in devices] == [f"/dev/vfio/{vfio_group}"]
     # Podman keeps the whole `run` argv: the values never were on it.
     kept = " ".join(str(a) for a in config.get("CreateCommand") or [])
     assert not any(value in kept for value in SECRETS.values())
