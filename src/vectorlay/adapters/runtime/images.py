@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Final
 
 from vectorlay.adapters.commands import run_command
 from vectorlay.adapters.runtime import nerdctl as nerdctl_output
-from vectorlay.adapters.runtime import podman as podman_output
 from vectorlay.adapters.runtime.argv import images_argv, ps_all_argv, rmi_argv
 from vectorlay.adapters.runtime.stderr import failure
 from vectorlay.domain.agent.imagegc import Image
@@ -38,11 +37,17 @@ class NerdctlImages:
     ) -> None:
         self._nerdctl = nerdctl  # the engine's command
         self._timeout = call_timeout
-        # Docker prints nerdctl's line shapes; Podman one JSON array.
-        output = podman_output if engine == "podman" else nerdctl_output
-        self._parse_images: Callable[[str], list[Image]] = output.parse_images
-        self._parse_in_use: Callable[[str], set[str]] = output.parse_images_in_use
-        self._format = "json" if engine == "podman" else "{{json .}}"
+        # Docker prints nerdctl's line shapes; Podman one JSON array.  Podman's
+        # parsers load only on a Podman host, as its dialect does.
+        self._parse_images: Callable[[str], list[Image]] = nerdctl_output.parse_images
+        self._parse_in_use: Callable[[str], set[str]] = nerdctl_output.parse_images_in_use
+        self._format = "{{json .}}"
+        if engine == "podman":
+            from vectorlay.adapters.runtime import podman as podman_output
+
+            self._parse_images = podman_output.parse_images
+            self._parse_in_use = podman_output.parse_images_in_use
+            self._format = "json"
 
     async def images(self) -> Sequence[Image]:
         text = await self._call(images_argv(self._nerdctl, self._format), "images")
