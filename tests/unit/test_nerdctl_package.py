@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -64,20 +65,26 @@ def test_reading_the_settings_does_not_load_the_runtime_machinery() -> None:
     ("engine", "loaded"),
     [("nerdctl", []), ("docker", ["docker"]), ("podman", ["podman"])],
 )
-def test_the_agent_loads_only_its_own_engines_dialect(engine: str, loaded: list[str]) -> None:
+def test_the_agent_loads_only_its_own_engines_dialect(
+    engine: str, loaded: list[str], tmp_path: Path
+) -> None:
     # Every module the daemon loads stays in its memory for its whole life: a
     # nerdctl node must not carry Docker's or Podman's parsers.
     code = (
-        "import sys, tempfile, pathlib\n"
+        "import sys, pathlib\n"
         "from vectorlay.app.agent.bootstrap import build_agent\n"
         "from vectorlay.app.agent.settings import AgentSettings\n"
         "build_agent(AgentSettings(control_plane_url='ws://127.0.0.1:1/v1/agent',"
-        f" org_token='x', state_dir=pathlib.Path(tempfile.mkdtemp()), engine={engine!r},"
+        f" org_token='x', state_dir=pathlib.Path(sys.argv[1]), engine={engine!r},"
         f" engine_cli={engine!r}))\n"
         "print(sorted(m.rsplit('.', 1)[1] for m in sys.modules if m in ("
         "'vectorlay.adapters.runtime.docker', 'vectorlay.adapters.runtime.podman')))\n"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+        [sys.executable, "-c", code, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
     )
     assert out.stdout.strip() == repr(loaded)

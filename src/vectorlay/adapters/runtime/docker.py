@@ -23,6 +23,7 @@ from typing import Final
 import msgspec
 
 from vectorlay.adapters.runtime.dialect import Dialect
+from vectorlay.adapters.runtime.nerdctl import parse_images, parse_images_in_use
 from vectorlay.adapters.runtime.output import PsEntry, parse_ps_lines
 from vectorlay.adapters.runtime.stderr import fatal_message
 
@@ -114,7 +115,10 @@ DIALECT: Final = Dialect(
     changed_container=changed_container,
     error_message=error_message,
     no_such_container=is_no_such_container,
+    parse_images=parse_images,
+    parse_images_in_use=parse_images_in_use,
 )
+
 
 __all__ = [
     "DIALECT",

@@ -2,20 +2,21 @@
 
 The command lines are in :mod:`.argv`, the parsing of each engine's output
 in its module (:mod:`.nerdctl`, which Docker's output also fits, and
-:mod:`.podman`).  Which images are used comes from ``ps -a`` over every
-container, not only this agent's.  ``rmi`` is never forced; a conflict (a
-container uses the image) is an error like any other.
+:mod:`.podman`), as the engine's dialect names them.  Which images are used
+comes from ``ps -a`` over every container, not only this agent's.  ``rmi``
+is never forced; a conflict (a container uses the image) is an error like
+any other.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final
 
 from vectorlay.adapters.commands import run_command
-from vectorlay.adapters.runtime import nerdctl as nerdctl_output
 from vectorlay.adapters.runtime.argv import images_argv, ps_all_argv, rmi_argv
+from vectorlay.adapters.runtime.engines import load_dialect
 from vectorlay.adapters.runtime.stderr import failure
 from vectorlay.domain.agent.imagegc import Image
 from vectorlay.errors import ContainerRuntimeError, RuntimeNotInstalled, RuntimeTimeout
@@ -37,25 +38,17 @@ class NerdctlImages:
     ) -> None:
         self._nerdctl = nerdctl  # the engine's command
         self._timeout = call_timeout
-        # Docker prints nerdctl's line shapes; Podman one JSON array.  Podman's
-        # parsers load only on a Podman host, as its dialect does.
-        self._parse_images: Callable[[str], list[Image]] = nerdctl_output.parse_images
-        self._parse_in_use: Callable[[str], set[str]] = nerdctl_output.parse_images_in_use
-        self._format = "{{json .}}"
-        if engine == "podman":
-            from vectorlay.adapters.runtime import podman as podman_output
-
-            self._parse_images = podman_output.parse_images
-            self._parse_in_use = podman_output.parse_images_in_use
-            self._format = "json"
+        # Docker prints nerdctl's line shapes, Podman one JSON array: the
+        # engine's dialect knows which (and loads only that engine's parsers).
+        self._dialect = load_dialect(engine)
 
     async def images(self) -> Sequence[Image]:
-        text = await self._call(images_argv(self._nerdctl, self._format), "images")
-        return self._parse_images(text)
+        text = await self._call(images_argv(self._nerdctl, self._dialect.ps_format), "images")
+        return self._dialect.parse_images(text)
 
     async def images_in_use(self) -> set[str]:
-        text = await self._call(ps_all_argv(self._nerdctl, self._format), "ps -a")
-        return self._parse_in_use(text)
+        text = await self._call(ps_all_argv(self._nerdctl, self._dialect.ps_format), "ps -a")
+        return self._dialect.parse_images_in_use(text)
 
     async def remove_image(self, ref: str) -> None:
         await self._call(rmi_argv(self._nerdctl, ref), "rmi")
@@ -66,10 +59,11 @@ class NerdctlImages:
         )
         if result.error is not None:
             raise RuntimeNotInstalled(f"cannot run {self._nerdctl}: {result.error}")
+        command = f"{self._dialect.name} {what}"
         if result.timed_out:
-            raise RuntimeTimeout(f"nerdctl {what} did not finish within {self._timeout:g} s")
+            raise RuntimeTimeout(f"{command} did not finish within {self._timeout:g} s")
         if result.returncode is None:
-            raise ContainerRuntimeError(f"nerdctl {what} printed more than {OUTPUT_LIMIT} bytes")
+            raise ContainerRuntimeError(f"{command} printed more than {OUTPUT_LIMIT} bytes")
         if result.returncode != 0:
             raise failure(result.returncode, result.stderr.decode("utf-8", "replace"))
         return result.stdout.decode("utf-8", "replace")

@@ -133,18 +133,6 @@ def changed_container(line: bytes) -> str | None:
     return event.container_id
 
 
-DIALECT: Final = Dialect(
-    name="nerdctl",
-    ps_format="{{json .}}",
-    events_format="{{json .}}",
-    parse_ps=parse_ps,
-    changed_container=changed_container,
-    oom_container=oom_container,
-    error_message=fatal_message,
-    no_such_container=is_no_such_container,
-)
-
-
 # --- images --------------------------------------------------------------------
 #
 # `nerdctl images --format '{{json .}}'` prints one object per image *and
@@ -240,6 +228,20 @@ def parse_images_in_use(text: str) -> set[str]:
 
 def is_in_use(message: str) -> bool:
     return _IN_USE_RE.search(message) is not None
+
+
+DIALECT: Final = Dialect(
+    name="nerdctl",
+    ps_format="{{json .}}",
+    events_format="{{json .}}",
+    parse_ps=parse_ps,
+    changed_container=changed_container,
+    oom_container=oom_container,
+    error_message=fatal_message,
+    no_such_container=is_no_such_container,
+    parse_images=parse_images,
+    parse_images_in_use=parse_images_in_use,
+)
 
 
 __all__ = [

@@ -78,9 +78,8 @@ class _PsLine(msgspec.Struct):
     status: str = msgspec.field(default="", name="Status")
 
 
-T = TypeVar("T")
-
 _PS_LINE_DECODER: Final = msgspec.json.Decoder(_PsLine)
+T = TypeVar("T")
 
 
 def printed_id(stdout: str) -> str:
@@ -207,8 +206,10 @@ def one_per_replica(listed: Iterable[Listed]) -> list[ContainerState]:
 __all__ = [
     "Listed",
     "PsEntry",
+    "json_lines",
     "one_per_replica",
     "parse_inspect",
     "parse_ps_lines",
+    "printed_id",
     "replica_status",
 ]

@@ -107,16 +107,6 @@ def is_no_such_container(stderr: str) -> bool:
     return bool(lines) and all("no such container" in line.lower() for line in lines)
 
 
-DIALECT: Final = Dialect(
-    name="podman",
-    ps_format="json",
-    events_format="json",
-    parse_ps=parse_ps,
-    changed_container=changed_container,
-    error_message=error_message,
-    no_such_container=is_no_such_container,
-)
-
 # --- images --------------------------------------------------------------------
 #
 # `podman images --format json` (and '{{json .}}') prints one JSON array with
@@ -166,6 +156,19 @@ def parse_images_in_use(text: str) -> set[str]:
             if value:
                 used.add(value)
     return used
+
+
+DIALECT: Final = Dialect(
+    name="podman",
+    ps_format="json",
+    events_format="json",
+    parse_ps=parse_ps,
+    changed_container=changed_container,
+    error_message=error_message,
+    no_such_container=is_no_such_container,
+    parse_images=parse_images,
+    parse_images_in_use=parse_images_in_use,
+)
 
 
 __all__ = [
